@@ -13,6 +13,8 @@ export type StreamEvent =
 export interface OutputQueueOptions {
   maxBytes: number;
   maxFrames: number;
+  /** Told of every frame this output drops, for a metric. */
+  onDrop?: (frames: number) => void;
 }
 
 export class OutputQueue {
@@ -69,14 +71,14 @@ export class OutputQueue {
       if (this.#waitKeyframe) {
         if (f.kind === 'video' && f.keyframe) this.#waitKeyframe = false;
         else if (f.kind === 'video' || this.#hasVideo) {
-          this.#dropped++;
+          this.#countDrop(1);
           return;
         }
       }
       if (this.#frames + 1 > this.#opts.maxFrames || this.#bytes + f.data.length > this.#opts.maxBytes) {
         this.#overflow();
         if (!(f.kind === 'video' && f.keyframe) && this.#hasVideo) {
-          this.#dropped++;
+          this.#countDrop(1);
           return;
         }
         this.#waitKeyframe = false;
@@ -121,15 +123,22 @@ export class OutputQueue {
     for (let ev = this.shift(); ev; ev = this.shift()) if (ev.type === 'frame') ev.frame.data.release();
   }
 
+  #countDrop(n: number): void {
+    this.#dropped += n;
+    this.#opts.onDrop?.(n);
+  }
+
   #overflow(): void {
     this.#overflows++;
     const kept: StreamEvent[] = [];
+    let dropped = 0;
     for (let ev = this.shift(); ev; ev = this.shift()) {
       if (ev.type === 'frame') {
         ev.frame.data.release();
-        this.#dropped++;
+        dropped++;
       } else kept.push(ev);
     }
+    this.#countDrop(dropped);
     this.#items.length = 0;
     this.#head = 0;
     this.#items.push(...kept);

@@ -1,0 +1,51 @@
+/** The one config schema, with defaults that run with no file at all. */
+import { z } from 'zod';
+
+const port = z.number().int().min(0).max(65535);
+const ms = z.number().int().min(1).max(3_600_000);
+const bytes = z.number().int().min(1);
+
+const listen = (defaultPort: number) =>
+  z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(defaultPort) }).prefault({});
+
+export const configSchema = z
+  .strictObject({
+    log: z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({}),
+    rtmp: z
+      .strictObject({
+        listen: listen(1935),
+        /** Largest chunk size a peer may set. */
+        maxChunkSize: z.number().int().min(128).max(0xffffff).default(65536),
+        /** Largest message a peer may send (a keyframe of a high-bitrate stream fits). */
+        maxMessageSize: z.number().int().min(1024).max(0xffffff).default(8 * 1024 * 1024),
+        /** Chunk size we send. */
+        outChunkSize: z.number().int().min(128).max(65536).default(4096),
+        maxConnections: z.number().int().min(1).default(1000),
+      })
+      .prefault({}),
+    http: z.strictObject({ listen: listen(8080) }).prefault({}),
+    deadlines: z
+      .strictObject({ handshakeMs: ms.default(5000), idleMs: ms.default(10_000), writeStallMs: ms.default(10_000) })
+      .prefault({}),
+    streams: z
+      .strictObject({
+        maxStreams: z.number().int().min(1).default(1000),
+        onConflict: z.enum(['takeover', 'reject']).default('takeover'),
+        gopCacheBytes: bytes.default(16 * 1024 * 1024),
+        outputQueueBytes: bytes.default(16 * 1024 * 1024),
+        outputQueueFrames: z.number().int().min(16).default(2000),
+      })
+      .prefault({}),
+    pool: z.strictObject({ maxBytes: bytes.default(2 * 1024 * 1024 * 1024) }).prefault({}),
+    auth: z
+      .strictObject({
+        /** Per-app publish keys; an app listed here requires `?key=` (RTMP) or a Bearer token (WHIP). */
+        streamKeys: z.record(z.string(), z.array(z.string().min(1)).min(1)).default({}),
+      })
+      .prefault({}),
+    shutdown: z.strictObject({ graceMs: ms.default(5000) }).prefault({}),
+  })
+  .prefault({});
+
+export type Config = z.output<typeof configSchema>;
+export type ConfigInput = z.input<typeof configSchema>;

@@ -1,0 +1,87 @@
+/**
+ * Builds a running gateway from a config: pool, registry, metrics, RTMP and HTTP servers.
+ * gateway/main.ts is the process around it; tests start it directly.
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import { StreamKeyAuthorizer } from '../sessions/auth.ts';
+import { BufferPool } from '../sessions/pool.ts';
+import { Registry } from '../sessions/registry.ts';
+import { apiRoutes } from './http/api.ts';
+import { HttpServer } from './http/server.ts';
+import { Metrics } from './metrics.ts';
+import { RtmpServer } from './rtmp/server.ts';
+
+export interface Gateway {
+  readonly rtmpPort: number;
+  readonly httpPort: number;
+  readonly pool: BufferPool;
+  readonly registry: Registry;
+  readonly metrics: Metrics;
+  /** Stops accepting, ends every session, closes the listeners. */
+  close(reason?: string): Promise<void>;
+}
+
+export async function startGateway(config: Config, log: Logger): Promise<Gateway> {
+  const pool = new BufferPool({
+    maxBytes: config.pool.maxBytes,
+    onLeak: ({ size }) => log.error({ size }, 'pooled buffer collected without release'),
+  });
+  let metrics: Metrics | undefined;
+  const registry = new Registry({
+    maxStreams: config.streams.maxStreams,
+    onConflict: config.streams.onConflict,
+    authorizer: new StreamKeyAuthorizer(config.auth.streamKeys),
+    limits: {
+      gopCacheBytes: config.streams.gopCacheBytes,
+      output: {
+        maxBytes: config.streams.outputQueueBytes,
+        maxFrames: config.streams.outputQueueFrames,
+        onDrop: (n) => metrics?.framesDropped.inc(n),
+      },
+    },
+  });
+  metrics = new Metrics(registry, pool);
+  registry.on('publish', (s) => log.info({ stream: s.key, protocol: s.publisher.protocol, remote: s.publisher.remoteAddress }, 'stream published'));
+  registry.on('unpublish', (s, reason) => log.info({ stream: s.key, reason, framesIn: s.framesIn }, 'stream ended'));
+
+  const rtmp = new RtmpServer({
+    registry,
+    pool,
+    metrics,
+    log,
+    deadlines: config.deadlines,
+    maxChunkSize: config.rtmp.maxChunkSize,
+    maxMessageSize: config.rtmp.maxMessageSize,
+    outChunkSize: config.rtmp.outChunkSize,
+    maxConnections: config.rtmp.maxConnections,
+  });
+  const http = new HttpServer(metrics, log);
+  http.add(...apiRoutes(registry));
+
+  const rtmpAddr = await rtmp.listen(config.rtmp.listen.port, config.rtmp.listen.host);
+  let httpAddr;
+  try {
+    httpAddr = await http.listen(config.http.listen.port, config.http.listen.host);
+  } catch (err) {
+    await rtmp.close('startup failed');
+    throw err;
+  }
+  log.info({ rtmp: rtmpAddr, http: httpAddr }, 'listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    rtmpPort: rtmpAddr.port,
+    httpPort: httpAddr.port,
+    pool,
+    registry,
+    metrics,
+    close(reason = 'server shutting down') {
+      closing ??= (async () => {
+        registry.close(reason);
+        await Promise.all([rtmp.close(reason), http.close()]);
+      })();
+      return closing;
+    },
+  };
+}

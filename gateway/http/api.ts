@@ -1,0 +1,81 @@
+/** The HTTP API: list streams and kick a publisher. */
+import type { Registry } from '../../sessions/registry.ts';
+import type { Stream } from '../../sessions/stream.ts';
+import { HttpError, sendJson, type Route } from './router.ts';
+
+export interface TrackView {
+  id: number;
+  kind: 'video' | 'audio';
+  codec: string;
+  codecString: string;
+  width?: number;
+  height?: number;
+  sampleRate?: number;
+  channels?: number;
+  frames: number;
+  bytes: number;
+}
+
+export interface StreamView {
+  app: string;
+  name: string;
+  protocol: string;
+  remoteAddress: string;
+  startedAt: string;
+  bytesIn: number;
+  framesIn: number;
+  framesDropped: number;
+  outputs: number;
+  tracks: TrackView[];
+}
+
+export function streamView(s: Stream): StreamView {
+  const tracks: TrackView[] = [];
+  for (const t of s.tracks.values()) {
+    const stats = s.trackStats.get(t.id) ?? { frames: 0, bytes: 0 };
+    const base = { id: t.id, kind: t.kind, codec: t.codec, codecString: t.codecString, frames: stats.frames, bytes: stats.bytes };
+    tracks.push(t.kind === 'video' ? { ...base, width: t.width, height: t.height } : { ...base, sampleRate: t.sampleRate, channels: t.channels });
+  }
+  return {
+    app: s.app,
+    name: s.name,
+    protocol: s.publisher.protocol,
+    remoteAddress: s.publisher.remoteAddress,
+    startedAt: s.startedAt.toISOString(),
+    bytesIn: s.bytesIn,
+    framesIn: s.framesIn,
+    framesDropped: s.framesDropped,
+    outputs: s.outputCount,
+    tracks,
+  };
+}
+
+export function apiRoutes(registry: Registry): Route[] {
+  return [
+    {
+      method: 'GET',
+      path: /^\/api\/v1\/streams\/?$/,
+      handle: (_req, res) => sendJson(res, 200, { streams: registry.list().map(streamView) }),
+    },
+    {
+      method: 'GET',
+      path: /^\/api\/v1\/streams\/([^/]+)\/([^/]+)$/,
+      handle: (_req, res, m) => {
+        const s = registry.get(decodeURIComponent(m[1]!), decodeURIComponent(m[2]!));
+        if (!s) throw new HttpError(404, 'no such stream');
+        sendJson(res, 200, streamView(s));
+      },
+    },
+    {
+      method: 'DELETE',
+      path: /^\/api\/v1\/streams\/([^/]+)\/([^/]+)$/,
+      handle: (_req, res, m) => {
+        const s = registry.get(decodeURIComponent(m[1]!), decodeURIComponent(m[2]!));
+        if (!s) throw new HttpError(404, 'no such stream');
+        s.publisher.close('kicked through the API');
+        s.end('kicked');
+        res.writeHead(204).end();
+      },
+    },
+  ];
+}

@@ -1,0 +1,56 @@
+/** The one HTTP server: routes from every feature, plus /healthz and /metrics. */
+import { createServer, type Server } from 'node:http';
+import type { Logger } from 'pino';
+import type { Metrics } from '../metrics.ts';
+import { Router, sendText, type Route } from './router.ts';
+
+export class HttpServer {
+  readonly router = new Router();
+  readonly #server: Server;
+  readonly #log: Logger;
+
+  constructor(metrics: Metrics, log: Logger) {
+    this.#log = log;
+    this.router.add(
+      { method: 'GET', path: /^\/healthz$/, handle: (_req, res) => sendText(res, 200, 'ok\n') },
+      {
+        method: 'GET',
+        path: /^\/metrics$/,
+        handle: async (_req, res) => {
+          const body = await metrics.registry.metrics();
+          res.writeHead(200, { 'content-type': metrics.registry.contentType });
+          res.end(body);
+        },
+      },
+    );
+    this.#server = createServer((req, res) => {
+      this.router.dispatch(req, res).catch((err: unknown) => this.#log.error({ err, url: req.url }, 'HTTP handler failed'));
+    });
+    this.#server.headersTimeout = 10_000;
+    this.#server.requestTimeout = 30_000;
+    this.#server.keepAliveTimeout = 5_000;
+  }
+
+  add(...routes: Route[]): void {
+    this.router.add(...routes);
+  }
+
+  listen(port: number, host: string): Promise<{ port: number; host: string }> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(err);
+      this.#server.once('error', onError);
+      this.#server.listen(port, host, () => {
+        this.#server.off('error', onError);
+        const addr = this.#server.address();
+        if (addr === null || typeof addr === 'string') return reject(new Error('HTTP server has no address'));
+        resolve({ port: addr.port, host: addr.address });
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#server.closeAllConnections();
+    await closed;
+  }
+}

@@ -1,0 +1,66 @@
+/** The Prometheus metrics of one gateway instance (its own registry, so tests can run several). */
+import client from 'prom-client';
+import type { BufferPool } from '../sessions/pool.ts';
+import type { Registry as StreamRegistry } from '../sessions/registry.ts';
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly bytesIn: client.Counter<'protocol'>;
+  readonly deadlineExpired: client.Counter<'protocol' | 'kind'>;
+  readonly rejectedInput: client.Counter<'protocol' | 'reason'>;
+  readonly sessions: client.Counter<'protocol' | 'result'>;
+  readonly framesDropped: client.Counter;
+
+  constructor(streams: StreamRegistry, pool: BufferPool) {
+    const registers = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry });
+    new client.Gauge({
+      name: 'tributary_streams_active',
+      help: 'Streams with a live publisher',
+      registers,
+      collect() {
+        this.set(streams.size);
+      },
+    });
+    new client.Gauge({
+      name: 'tributary_pool_bytes_in_use',
+      help: 'Bytes of pooled frame buffers handed out',
+      registers,
+      collect() {
+        this.set(pool.bytesInUse);
+      },
+    });
+    new client.Gauge({
+      name: 'tributary_pool_bytes_limit',
+      help: 'Upper bound of the frame buffer pool',
+      registers,
+      collect() {
+        this.set(pool.maxBytes);
+      },
+    });
+    this.bytesIn = new client.Counter({ name: 'tributary_bytes_in_total', help: 'Bytes received from publishers', labelNames: ['protocol'], registers });
+    this.deadlineExpired = new client.Counter({
+      name: 'tributary_socket_deadline_expired_total',
+      help: 'Sessions closed by a socket deadline',
+      labelNames: ['protocol', 'kind'],
+      registers,
+    });
+    this.rejectedInput = new client.Counter({
+      name: 'tributary_rejected_input_total',
+      help: 'Connections or requests closed for malformed or oversized input',
+      labelNames: ['protocol', 'reason'],
+      registers,
+    });
+    this.sessions = new client.Counter({
+      name: 'tributary_sessions_total',
+      help: 'Sessions ended, by how they ended',
+      labelNames: ['protocol', 'result'],
+      registers,
+    });
+    this.framesDropped = new client.Counter({
+      name: 'tributary_output_frames_dropped_total',
+      help: 'Frames outputs skipped because they fell behind (to the next keyframe)',
+      registers,
+    });
+  }
+}
