@@ -43,6 +43,20 @@ export const configSchema = z
         streamKeys: z.record(z.string(), z.array(z.string().min(1)).min(1)).default({}),
       })
       .prefault({}),
+    hls: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** Container per app unless the app says otherwise. */
+        format: z.enum(['ts', 'fmp4']).default('ts'),
+        apps: z.record(z.string(), z.strictObject({ format: z.enum(['ts', 'fmp4']) })).default({}),
+        targetDurationMs: z.number().int().min(500).max(30_000).default(2000),
+        windowSegments: z.number().int().min(2).max(100).default(6),
+        /** How long a playlist outlives its publisher (ENDLIST) so a returning one continues it. */
+        graceMs: ms.default(30_000),
+        /** Also write segments and playlists under this directory (off by default: memory is the source). */
+        directory: z.string().min(1).optional(),
+      })
+      .prefault({}),
     shutdown: z.strictObject({ graceMs: ms.default(5000) }).prefault({}),
   })
   .prefault({});

@@ -7,6 +7,7 @@ import type { Config } from '../config/schema.ts';
 import { StreamKeyAuthorizer } from '../sessions/auth.ts';
 import { BufferPool } from '../sessions/pool.ts';
 import { Registry } from '../sessions/registry.ts';
+import { HlsService } from './hls/service.ts';
 import { apiRoutes } from './http/api.ts';
 import { HttpServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
@@ -18,6 +19,7 @@ export interface Gateway {
   readonly pool: BufferPool;
   readonly registry: Registry;
   readonly metrics: Metrics;
+  readonly hls: HlsService;
   /** Stops accepting, ends every session, closes the listeners. */
   close(reason?: string): Promise<void>;
 }
@@ -56,8 +58,9 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     outChunkSize: config.rtmp.outChunkSize,
     maxConnections: config.rtmp.maxConnections,
   });
+  const hls = new HlsService(config.hls, registry, pool, log);
   const http = new HttpServer(metrics, log);
-  http.add(...apiRoutes(registry));
+  http.add(...apiRoutes(registry), ...hls.routes());
 
   const rtmpAddr = await rtmp.listen(config.rtmp.listen.port, config.rtmp.listen.host);
   let httpAddr;
@@ -76,10 +79,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     pool,
     registry,
     metrics,
+    hls,
     close(reason = 'server shutting down') {
       closing ??= (async () => {
         registry.close(reason);
         await Promise.all([rtmp.close(reason), http.close()]);
+        hls.close();
       })();
       return closing;
     },
