@@ -352,7 +352,7 @@ export function splitAnnexB(data: Uint8Array): Buffer[] {
   const b = asBuffer(data);
   const out: Buffer[] = [];
   if (b.length === 0) return out;
-  let first = b.indexOf(START_CODE);
+  const first = b.indexOf(START_CODE);
   if (first < 0) fail('Annex B data has no start code');
   for (let i = 0; i < first; i++) if (b[i] !== 0) fail(`Annex B data does not begin with a start code (byte ${i} is ${b[i]})`);
   let start = first + 3;
