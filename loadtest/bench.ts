@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { defaultCacheDir, ensureRtmpMedia, ensureWhipMedia } from './media.ts';
 import { installSignalHooks, interrupted, start } from './proc.ts';
 import { machine, usage, type Machine, type Usage } from './procstat.ts';
-import { renderProfile, summarizeProfileFile, type ProfileSummary } from './profile.ts';
+import { mainThreadProfile, renderProfile, summarizeProfileFile, type ProfileSummary } from './profile.ts';
 import type { LoadReport } from './report.ts';
 import { launch, REPO_ROOT, type ServerName, type ServerUnderTest } from './servers.ts';
 
@@ -313,7 +313,7 @@ async function main(): Promise<void> {
         `bench:   live ${row.live}/${spec.step}, failures ${row.failures}, ${fx(row.cpuSecondsPerStreamMinute, 3)} CPU-s/stream-min, server ${fx(row.serverCoreFraction * 100, 1)}% of a core, RSS ${mib(row.rssBytes, 0)} MiB, HLS on-time ${pc(row.hlsOnTimeRate)}, generator ${fx(row.generatorCoreFraction * 100, 1)}%${row.note ? ` (${row.note})` : ''}`,
       );
       if (spec.cpuProfDir && existsSync(spec.cpuProfDir)) {
-        const file = readdirSync(spec.cpuProfDir).find((f) => f.endsWith('.cpuprofile'));
+        const file = mainThreadProfile(readdirSync(spec.cpuProfDir));
         if (file) profiles.push({ step: spec.step, protocol: spec.protocol, summary: summarizeProfileFile(join(spec.cpuProfDir, file), 20) });
         else notes.push(`no CPU profile was written for ${spec.step} streams`);
       }

@@ -21,7 +21,7 @@ export const HELP = `Usage: npm run loadtest -- [options]
   --token T                WHIP bearer token
   --prefix P               stream names are P0, P1, ... (default lt)
   --playlists-only         viewers poll playlists but do not download segments
-  --tick MS                publisher write interval (default 50)
+  --tick MS                publisher write interval (default 100)
   --cache DIR              where the generated media is kept (default ${defaultCacheDir()})
   --out PREFIX             report files PREFIX.json and PREFIX.md (default loadtest/reports/<time>)
   --nice N                 niceness of this process (default 10)
@@ -102,7 +102,7 @@ export function parseCli(argv: string[]): CliOptions | 'help' {
     whipUrl,
     prefix: v.prefix ?? 'lt',
     cacheDir: v.cache ?? defaultCacheDir(),
-    tickMs: num(v.tick, 'tick', 50, 5, 1000),
+    tickMs: num(v.tick, 'tick', 100, 5, 1000),
     fetchSegments: !v['playlists-only'],
     ...(v.token ? { token: v.token } : {}),
     out: v.out ?? resolve('loadtest/reports', stamp),

@@ -78,6 +78,15 @@ export function summarizeProfile(profile: CpuProfile, top = 20): ProfileSummary 
   return { totalMs: Math.round(total), busyMs: Math.round(busy), functions: rank(fn), files: rank(file) };
 }
 
+/**
+ * The main thread's profile among those node --cpu-prof wrote into a folder (with tsx, the module loader's
+ * worker thread writes one too): CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile, thread 0.
+ */
+export function mainThreadProfile(files: readonly string[]): string | undefined {
+  const profiles = files.filter((f) => f.endsWith('.cpuprofile'));
+  return profiles.find((f) => /\.\d+\.0\.\d+\.cpuprofile$/.test(f)) ?? profiles[0];
+}
+
 export function summarizeProfileFile(path: string, top = 20): ProfileSummary {
   return summarizeProfile(JSON.parse(readFileSync(path, 'utf8')) as CpuProfile, top);
 }
@@ -106,5 +115,10 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     process.stderr.write('usage: node --import tsx loadtest/profile.ts FILE.cpuprofile [TOP]\n');
     process.exit(2);
   }
-  process.stdout.write(renderProfile(summarizeProfileFile(file, Number(process.argv[3] ?? 25)), file));
+  const top = Number(process.argv[3] ?? 25);
+  if (!Number.isInteger(top) || top < 1) {
+    process.stderr.write(`TOP must be a positive integer, not ${JSON.stringify(process.argv[3])}\n`);
+    process.exit(2);
+  }
+  process.stdout.write(renderProfile(summarizeProfileFile(file, top), file));
 }

@@ -175,7 +175,7 @@ export class RtmpFeed {
 
   constructor(clip: FlvClip, opts: FeedOptions) {
     this.clip = clip;
-    this.tickMs = opts.tickMs ?? 50;
+    this.tickMs = opts.tickMs ?? 100;
     this.chunkSize = opts.chunkSize ?? 4096;
     this.#maxMs = opts.maxMs;
     this.#schedule = new LoopSchedule(clip);

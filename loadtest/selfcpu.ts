@@ -1,5 +1,7 @@
-/** The load generator's own cost: this process plus anything it spawned, from /proc where there is one. */
-import { usage } from './procstat.ts';
+/**
+ * The load generator's own cost. getrusage of this process: the tool spawns nothing while it measures
+ * (ffmpeg makes the media before), and walking /proc every second would itself cost ~4 ms.
+ */
 
 export interface CpuSample {
   at: number;
@@ -7,15 +9,8 @@ export interface CpuSample {
 }
 
 export function sampleSelf(): CpuSample {
-  let cpuSeconds: number;
-  try {
-    cpuSeconds = usage(process.pid).cpuSeconds;
-    if (cpuSeconds === 0) throw new Error('no /proc');
-  } catch {
-    const u = process.cpuUsage();
-    cpuSeconds = (u.user + u.system) / 1e6;
-  }
-  return { at: performance.now(), cpuSeconds };
+  const u = process.cpuUsage();
+  return { at: performance.now(), cpuSeconds: (u.user + u.system) / 1e6 };
 }
 
 /** CPU used between two samples as a fraction of one core. */
