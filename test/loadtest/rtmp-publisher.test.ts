@@ -6,6 +6,7 @@ import { ChunkReader, MessageType, encodeMessage, type RtmpMessage } from '../..
 import { setChunkSize } from '../../codecs/rtmp/messages.ts';
 import { defaultCacheDir, ensureRtmpMedia, type MediaSpec } from '../../loadtest/media.ts';
 import { FlvClip, LoopSchedule, RtmpFeed, encodeDue } from '../../loadtest/replay.ts';
+import { RtmpPlayers } from '../../loadtest/rtmp-players.ts';
 import { RtmpPublishers } from '../../loadtest/rtmp-publishers.ts';
 import { launchNginxRtmp } from '../../loadtest/servers.ts';
 import { countPackets } from '../helpers/ffmpeg.ts';
@@ -149,4 +150,29 @@ test('publisher bytes play back: the gateway ingests every frame of many publish
     t.is(s.tracks.find((tr) => tr.codec === 'aac')?.frames, sent.get(n)!.audio);
   }
   await pubs.close();
+});
+
+test('RTMP players play what the publishers send: every frame, in order, at the clip rate', async (t) => {
+  const clip = await smallClip();
+  const nginx = await launchNginxRtmp({ timeoutMs: 60_000, hls: false });
+  t.teardown(() => nginx.stop());
+  const feed = new RtmpFeed(clip, { maxMs: 30_000, tickMs: 40 });
+  t.teardown(() => feed.stop());
+  const pubs = new RtmpPublishers({ url: nginx.rtmpUrl, names: ['p'], feed, rampMs: 0 });
+  feed.start();
+  await pubs.start();
+  const players = new RtmpPlayers({ url: nginx.rtmpUrl, names: ['p', 'p', 'missing'], rampMs: 0, connectTimeoutMs: 3000 });
+  await players.start();
+  await new Promise((r) => setTimeout(r, 4000));
+  const [a, b] = players.stats();
+  await players.close();
+  await pubs.close();
+  for (const s of [a!, b!]) {
+    t.is(s.state, 'playing');
+    t.true(s.videoFrames >= 90, `${s.videoFrames} frames`);
+    t.true(s.fps > 25 && s.fps < 35, `${s.fps} fps`);
+    t.true(s.audioFrames > 100);
+    t.is(s.stalls, 0);
+    t.is(s.timestampRegressions, 0);
+  }
 });
