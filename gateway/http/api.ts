@@ -72,8 +72,9 @@ export function apiRoutes(registry: Registry): Route[] {
       handle: (_req, res, m) => {
         const s = registry.get(decodeURIComponent(m[1]!), decodeURIComponent(m[2]!));
         if (!s) throw new HttpError(404, 'no such stream');
-        s.publisher.close('kicked through the API');
+        // End the stream first so that it ends as 'kicked', not with the session's own close reason.
         s.end('kicked');
+        s.publisher.close('kicked through the API');
         res.writeHead(204).end();
       },
     },

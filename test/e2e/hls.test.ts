@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseMediaPlaylist } from '../../codecs/m3u8.ts';
 import { launchChromium } from '../helpers/browser.ts';
-import { countPackets, publish } from '../helpers/ffmpeg.ts';
+import { countPackets, encodeFlv, publish, publishFile } from '../helpers/ffmpeg.ts';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { run } from '../helpers/process.ts';
 import { hlsJsSource, serveStatic } from '../helpers/static-server.ts';
@@ -37,7 +37,8 @@ for (const [app, format] of [['live', 'ts'], ['cmaf', 'fmp4']] as const) {
     const dir = mkdtempSync(join(tmpdir(), 'trib-hls-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const sent = join(dir, 'sent.flv');
-    const ff = publish(gw.rtmpUrl(`${app}/show`), { seconds: 20, width: 640, height: 360, copyTo: sent });
+    await encodeFlv(sent, { seconds: 20, width: 640, height: 360 });
+    const ff = publishFile(gw.rtmpUrl(`${app}/show`), sent, 20);
     t.teardown(() => ff.kill());
     t.is((await ff.done).code, 0);
     const base = `/hls/${app}/show`;
