@@ -9,6 +9,7 @@ import { BufferPool } from '../sessions/pool.ts';
 import { Registry } from '../sessions/registry.ts';
 import { HlsService } from './hls/service.ts';
 import { apiRoutes } from './http/api.ts';
+import { EventsSocket } from './http/events.ts';
 import { HttpServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
 import { RtmpServer } from './rtmp/server.ts';
@@ -61,6 +62,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   const hls = new HlsService(config.hls, registry, pool, log);
   const http = new HttpServer(metrics, log);
   http.add(...apiRoutes(registry), ...hls.routes());
+  const events = new EventsSocket(registry);
+  http.onUpgrade((req, socket, head) => events.upgrade(req, socket, head));
 
   const rtmpAddr = await rtmp.listen(config.rtmp.listen.port, config.rtmp.listen.host);
   let httpAddr;
@@ -83,6 +86,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     close(reason = 'server shutting down') {
       closing ??= (async () => {
         registry.close(reason);
+        events.close();
         await Promise.all([rtmp.close(reason), http.close()]);
         hls.close();
       })();

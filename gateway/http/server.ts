@@ -1,5 +1,6 @@
 /** The one HTTP server: routes from every feature, plus /healthz and /metrics. */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.ts';
 import { Router, sendText, type Route } from './router.ts';
@@ -29,6 +30,13 @@ export class HttpServer {
     this.#server.headersTimeout = 10_000;
     this.#server.requestTimeout = 30_000;
     this.#server.keepAliveTimeout = 5_000;
+  }
+
+  /** Hands WebSocket upgrades to `handler`; a path it declines is refused. */
+  onUpgrade(handler: (req: IncomingMessage, socket: Duplex, head: Buffer) => boolean): void {
+    this.#server.on('upgrade', (req, socket, head) => {
+      if (!handler(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n');
+    });
   }
 
   add(...routes: Route[]): void {

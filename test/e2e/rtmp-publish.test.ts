@@ -221,3 +221,23 @@ test('DELETE /api/v1/streams/{app}/{name} kicks the publisher', async (t) => {
   t.not(r.code, 0);
   t.is(gw.registry.size, 0);
 });
+
+test('the events WebSocket tells of a publish and its end', async (t) => {
+  const { WebSocket } = await import('ws');
+  const gw = await startTestGateway(NO_HLS);
+  t.teardown(() => gw.close());
+  const ws = new WebSocket(`ws://127.0.0.1:${gw.httpPort}/api/v1/events`);
+  t.teardown(() => ws.terminate());
+  const events: Array<{ type: string; stream?: { name: string }; name?: string; reason?: string }> = [];
+  ws.on('message', (d) => events.push(JSON.parse(String(d)) as (typeof events)[number]));
+  await waitFor(() => events.some((e) => e.type === 'hello'), { timeoutMs: 5000, what: 'hello' });
+  const ff = publish(gw.rtmpUrl('live/ev'), { seconds: 1, width: 160, height: 120 });
+  t.teardown(() => ff.kill());
+  await waitFor(() => events.find((e) => e.type === 'unpublish'), { timeoutMs: 15_000, what: 'the unpublish event' });
+  t.deepEqual(
+    events.map((e) => e.type),
+    ['hello', 'publish', 'unpublish'],
+  );
+  t.is(events[1]!.stream!.name, 'ev');
+  t.like(events[2], { name: 'ev', reason: 'unpublished' });
+});
