@@ -94,6 +94,7 @@ export class H264Depacketizer {
   #frag: Fragment | undefined;
   #pendingSps: Uint8Array | undefined;
   #pendingPps: Uint8Array | undefined;
+  #gapPending = false;
   readonly stats: H264DepacketizerStats = { packets: 0, units: 0, dropped: 0, gaps: 0 };
 
   constructor(opts: H264DepacketizerOptions = {}) {
@@ -113,7 +114,11 @@ export class H264Depacketizer {
     if (gap) {
       this.stats.gaps++;
       if (this.#cur) this.#corrupt(this.#cur, 'packet loss inside the access unit');
+      // The lost packets may also have been the start of the next unit.
+      this.#gapPending = true;
     }
+    // A padding-only packet (bandwidth probing) keeps its place in the sequence and carries nothing.
+    if (p.payload.length === 0) return NONE;
     if (this.#cur && this.#cur.ts !== ts) {
       // The unit ended without a marker bit (or its marker packet was lost).
       out = this.#finish(out);
@@ -127,9 +132,10 @@ export class H264Depacketizer {
         vcl: false,
         sps: undefined,
         pps: undefined,
-        corrupt: gap ? 'packet loss before the access unit' : undefined,
+        corrupt: this.#gapPending ? 'packet loss before the access unit' : undefined,
       };
     }
+    this.#gapPending = false;
     try {
       this.#payload(p.payload);
     } catch (err) {
@@ -146,6 +152,7 @@ export class H264Depacketizer {
     this.#cur = undefined;
     this.#frag = undefined;
     this.#lastSeq = -1;
+    this.#gapPending = false;
     this.#pendingSps = undefined;
     this.#pendingPps = undefined;
   }
@@ -157,7 +164,6 @@ export class H264Depacketizer {
   }
 
   #payload(b: Uint8Array): void {
-    if (b.length === 0) throw new CodecError('rtp-h264', 'empty payload');
     const type = b[0]! & 0x1f;
     if (type >= 1 && type <= 23) {
       if (this.#frag) throw new CodecError('rtp-h264', 'NAL unit inside an unfinished FU-A');

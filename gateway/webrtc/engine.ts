@@ -15,6 +15,8 @@ export interface IngestSink {
   track(track: Track): void;
   /** A frame on the shared 90 kHz timeline; the sink takes over its reference. */
   frame(frame: Frame): void;
+  /** RTP payload bytes received (every packet, before reordering), for the stream's byte count. */
+  received(bytes: number): void;
   /** ICE and DTLS completed. */
   connected(): void;
   /** The engine lost the peer on its own (ICE failure, the remote closed DTLS). */

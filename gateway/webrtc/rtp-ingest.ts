@@ -209,6 +209,18 @@ export class RtpIngest {
       t.ssrc = p.ssrc;
       t.sr = undefined;
       t.rebase = true;
+      t.sawKeyframe = false;
+      if (!this.#aligned) {
+        // Frames held for alignment belong to the old source's clock: drop them.
+        for (const h of t.held) {
+          if (h.type !== 'frame') continue;
+          this.#heldBytes -= h.data.length;
+          h.data.release();
+        }
+        t.held = t.held.filter((h) => h.type === 'track');
+        t.first = undefined;
+        t.rebase = false;
+      }
     }
     t.reorder.push(p, this.#now());
     this.#schedule();

@@ -81,6 +81,9 @@ export class WhipSession {
         {
           track: (t) => p.stream.setTrack(t),
           frame: (f) => p.stream.push(f),
+          received: (bytes) => {
+            p.stream.bytesIn += bytes;
+          },
           connected: () => s.#connected(),
           closed: (reason) => void s.close(reason),
         },

@@ -44,6 +44,8 @@ export interface WeriftEngineOptions {
   readonly ice?: IceOptions;
   /** Longest wait for local candidate gathering before the answer goes out anyway (default 3000 ms). */
   readonly gatherTimeoutMs?: number;
+  /** Tests only: drop this percentage of received UDP packets (werift's debug hook) to exercise NACK and PLI. */
+  readonly simulatedLossPercent?: number;
 }
 
 function codecsFor(offer: CheckedOffer): { audio: RTCRtpCodecParameters[]; video: RTCRtpCodecParameters[] } {
@@ -89,6 +91,8 @@ export class WeriftEngine implements WebRtcEngine {
       ...(ice.additionalHostAddresses ? { iceAdditionalHostAddresses: ice.additionalHostAddresses } : {}),
       ...(ice.portRange ? { icePortRange: ice.portRange } : {}),
       ...(ice.interfaceAddresses ? { iceInterfaceAddresses: ice.interfaceAddresses } : {}),
+      // werift 0.24 keeps a packet when inboundPacketLoss/100 >= Math.random(): it is a keep percentage.
+      ...(this.#o.simulatedLossPercent ? { debug: { inboundPacketLoss: 100 - this.#o.simulatedLossPercent } } : {}),
     });
     this.#open++;
     const peer = new WeriftPeer(pc, offer, sink, log, this.#o, () => this.#open--);
@@ -180,6 +184,7 @@ class WeriftPeer implements IngestPeer {
         this.lastMediaAt = performance.now();
         this.#packets++;
         this.#bytes += p.payload.length;
+        this.#sink.received(p.payload.length);
         const h = p.header;
         this.#ingest.rtp(kind, {
           payloadType: h.payloadType,

@@ -214,9 +214,13 @@ export function whipRoutes(deps: WhipDeps): { routes: Route[]; sessions(): numbe
         if (err instanceof SessionClosedError) throw new Refusal(409, 'busy', `session ended during negotiation: ${err.message}`);
         throw err;
       }
-      if (pendingClose !== undefined || closed) {
-        await session.close(pendingClose ?? 'server is shutting down');
-        throw new Refusal(409, 'busy', `session ended during negotiation: ${pendingClose ?? 'shutdown'}`);
+      if (pendingClose !== undefined) {
+        await session.close(pendingClose);
+        throw new Refusal(409, 'busy', `session ended during negotiation: ${pendingClose}`);
+      }
+      if (closed) {
+        await session.close('server shutting down');
+        throw new Refusal(503, 'shutdown', 'server is shutting down');
       }
     } catch (err) {
       if (!(err instanceof Refusal)) throw err;

@@ -151,7 +151,6 @@ test('malformed payloads drop their unit with a reason instead of throwing', (t)
     ['FU-A without start', [Uint8Array.of(28, 0x05, 1, 2)], /without its start/],
     ['FU-A too short', [Uint8Array.of(28, 0x85)], /no fragment/],
     ['FU-A of STAP', [Uint8Array.of(28, 0x98, 1)], /fragments NAL type 24/],
-    ['empty', [new Uint8Array(0)], /empty/],
     ['forbidden bit', [Uint8Array.of(0xe5, 1, 2)], /forbidden_zero_bit/],
     ['FU-A restart', [Uint8Array.of(0x7c, 0x85, 1), Uint8Array.of(0x7c, 0x85, 2)], /start inside an unfinished/],
   ];
@@ -165,6 +164,22 @@ test('malformed payloads drop their unit with a reason instead of throwing', (t)
     push([{ sequenceNumber: payloads.length, timestamp: 9, marker: true, payload: nal(1, 30) }]);
     t.is(units.length, 1, `${name} recovers`);
   }
+});
+
+test('padding-only packets (empty payload) keep the sequence and change nothing, even with another timestamp', (t) => {
+  const { units, push, drops } = depack();
+  const a = packetizeH264([nal(5, 3000)], { seq: 10, ts: 1000, mtu: 1000 });
+  push(a.slice(0, 1));
+  push([{ sequenceNumber: 11, timestamp: 999, marker: false, payload: new Uint8Array(0) }]);
+  push(a.slice(1).map((p) => ({ ...p, sequenceNumber: p.sequenceNumber + 1 })));
+  push([{ sequenceNumber: 10 + a.length + 1, timestamp: 1000, marker: false, payload: new Uint8Array(0) }]);
+  push(packetizeH264([nal(1, 100)], { seq: 10 + a.length + 2, ts: 4000 }));
+  t.deepEqual(units.map((u) => u.timestamp), [1000, 4000]);
+  t.deepEqual(drops, []);
+  // A gap before padding still marks the next unit.
+  push([{ sequenceNumber: 10 + a.length + 5, timestamp: 4000, marker: false, payload: new Uint8Array(0) }]);
+  push(packetizeH264([nal(1, 100)], { seq: 10 + a.length + 6, ts: 7000 }));
+  t.deepEqual(drops, ['packet loss before the access unit']);
 });
 
 test('reserved NAL types 0, 30, 31 are ignored; a unit of only those emits nothing', (t) => {

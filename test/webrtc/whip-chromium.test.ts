@@ -122,11 +122,11 @@ async function launch(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: FLAGS, timeout: 30_000 });
 }
 
-function setup(idleMs: number) {
+function setup(idleMs: number, simulatedLossPercent = 0) {
   const registry = testRegistry();
   const pool = testPool();
   const { log, lines } = captureLog();
-  const engine = new WeriftEngine({ pool, h264: interimH264 });
+  const engine = new WeriftEngine({ pool, h264: interimH264, simulatedLossPercent });
   const deadlines: string[] = [];
   const whip = whipRoutes({
     registry,
@@ -234,6 +234,7 @@ const skip = !existsSync(CHROMIUM);
   const cpuMs = (cpu.user + cpu.system) / 1000;
   t.log(`CPU per received RTP packet: ${(cpuMs / Number(end.packets)).toFixed(3)} ms (${end.packets} packets, ${((Number(end.bytes) * 8) / (wallMs / 1000) / 1e6).toFixed(2)} Mbit/s payload)`);
   t.is(end.sync, 'sender-reports');
+  t.is(stream!.bytesIn, Number(end.bytes), 'the stream counts the RTP payload bytes received');
   t.regex(String(ends[0]!.reason), /DELETE/);
   t.is(env.lines.filter((l) => l.msg === 'whip session started').length, 1);
   await waitFor('pool to drain', 2000, () => env.pool.bytesInUse === 0);
@@ -270,5 +271,40 @@ const skip = !existsSync(CHROMIUM);
   t.deepEqual(env.deadlines, ['idle']);
   t.is(env.registry.get('live', 'gone'), undefined);
   await waitFor('session gone', 3000, () => env.whip.sessions() === 0 && env.engine.openPeers === 0);
+  await waitFor('pool to drain', 2000, () => env.pool.bytesInUse === 0);
+});
+
+(skip ? test.skip : test.serial)('with 5% of packets dropped on receive, NACK/RTX recover the video', async (t) => {
+  const env = setup(10_000, 5);
+  const server = await startServer([...env.whip.routes, pageRoute]);
+  t.teardown(() => server.close());
+  t.teardown(() => env.whip.close());
+  const browser = await launch();
+  t.teardown(() => browser.close());
+  const page = await browser.newPage();
+  await page.goto(`${server.url}/`);
+  const res = await publish(page, `${server.url}/whip/live/lossy`, 'tok');
+  t.is(res.status, 201, res.error);
+  const rec = env.records.get(env.registry.get('live', 'lossy')!)!;
+  await waitFor('first video frame', 10_000, () => rec.byKind.video.frames > 0);
+  const from = performance.now();
+  await waitFor('6 s of video', 20_000, () => performance.now() - from >= 6000, 100);
+  await page.evaluate(() => (globalThis as any).ms.getTracks().forEach((tr: { stop(): void }) => tr.stop()));
+  let last = -1;
+  await waitFor('video frame count to settle', 5000, () => {
+    const n = rec.byKind.video.frames;
+    const settled = n === last && n > 0;
+    last = n;
+    return settled;
+  }, 300);
+  const encoded = (await outbound(page)).framesEncoded;
+  await env.whip.close();
+  const end = env.lines.find((l) => l.msg === 'whip session ended')!;
+  t.log(`video ${rec.byKind.video.frames}/${encoded} frames; lost packets ${end.lostPackets} (after NACK), dropped frames ${end.droppedFrames}, keyframe requests ${end.keyframeRequests}`);
+  t.true(rec.byKind.video.frames >= encoded * 0.95, `video ${rec.byKind.video.frames} of ${encoded}`);
+  t.is(rec.byKind.video.badTimestamps, 0);
+  t.is(rec.byKind.audio.badTimestamps, 0);
+  t.is(rec.byKind.video.badAvcc, 0);
+  t.true(Number(end.lostPackets) > 0, 'loss happened (audio has no NACK)');
   await waitFor('pool to drain', 2000, () => env.pool.bytesInUse === 0);
 });
