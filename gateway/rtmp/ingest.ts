@@ -8,11 +8,10 @@ import { CodecError } from '../../codecs/errors.ts';
 import { parseAudioTag, parseVideoTag } from '../../codecs/flv.ts';
 import { NalType, avcCodecString, buildAvcC, isIdr, nalUnits, parseAvcC, parseSps, toLengthSize4 } from '../../codecs/h264.ts';
 import { StreamClock, Unwrapper, rtmpMsTo90k } from '../../codecs/timestamps.ts';
+import { AUDIO_TRACK_ID as AUDIO_TRACK, VIDEO_TRACK_ID as VIDEO_TRACK } from '../../sessions/frame.ts';
 import type { BufferPool } from '../../sessions/pool.ts';
 import type { Stream } from '../../sessions/stream.ts';
 
-export const VIDEO_TRACK = 1;
-export const AUDIO_TRACK = 2;
 
 const FLV_AVC = 7;
 const FLV_AAC = 10;

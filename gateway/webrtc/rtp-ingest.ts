@@ -19,16 +19,11 @@ import { CodecError } from '../../codecs/errors.ts';
 import { parseOpusPacket, opusHead, OPUS_SAMPLE_RATE } from '../../codecs/opus.ts';
 import { ReorderBuffer, type RtpPacket } from '../../codecs/rtp.ts';
 import { anchorSeconds, RtpTimestampUnwrapper, TrackTimeline, type ClockAnchor } from '../../codecs/rtp-clock.ts';
+import { avcCodecString, buildAvcC, parseSps } from '../../codecs/h264.ts';
 import { avccLength, H264Depacketizer, writeAvcc, type H264AccessUnit } from '../../codecs/rtp-h264.ts';
-import type { AudioTrack, Frame, Track, VideoTrack } from '../../sessions/frame.ts';
+import { AUDIO_TRACK_ID, VIDEO_TRACK_ID, type AudioTrack, type Frame, type Track, type VideoTrack } from '../../sessions/frame.ts';
 import type { BufferPool, PooledBuffer } from '../../sessions/pool.ts';
 import type { OfferMedia } from './sdp.ts';
-
-/** What the ingest needs from H.264 parameter sets. Injected so codecs/h264.ts can replace the interim reader. */
-export interface H264Support {
-  describeSps(nal: Uint8Array): { width: number; height: number; codecString: string };
-  buildConfig(sps: Uint8Array, pps: Uint8Array): Buffer;
-}
 
 export interface SenderReport {
   readonly ssrc: number;
@@ -40,7 +35,6 @@ export interface SenderReport {
 export interface RtpIngestOptions {
   readonly pool: BufferPool;
   readonly media: readonly Pick<OfferMedia, 'kind' | 'payloadType' | 'clockRate' | 'channels'>[];
-  readonly h264: H264Support;
   readonly out: { track(t: Track): void; frame(f: Frame): void };
   /** Sends a PLI for the video SSRC. */
   readonly requestKeyframe: (ssrc: number) => void;
@@ -72,8 +66,6 @@ export interface RtpIngestStats {
   readonly sync: 'pending' | 'sender-reports' | 'arrival';
 }
 
-const VIDEO_TRACK_ID = 0;
-const AUDIO_TRACK_ID = 1;
 
 type Held = { type: 'track'; track: Track } | { type: 'frame'; ext: number; keyframe: boolean; data: PooledBuffer };
 
@@ -272,15 +264,15 @@ export class RtpIngest {
     if (sps && pps && (!t.configured || !bytesEqual(sps, t.sps) || !bytesEqual(pps, t.pps))) {
       let track: VideoTrack;
       try {
-        const d = this.#o.h264.describeSps(sps);
+        const d = parseSps(sps);
         track = {
           kind: 'video',
           id: t.id,
           codec: 'h264',
-          config: this.#o.h264.buildConfig(sps, pps),
+          config: buildAvcC([sps], [pps]),
           width: d.width,
           height: d.height,
-          codecString: d.codecString,
+          codecString: avcCodecString(d),
         };
       } catch (err) {
         if (!(err instanceof CodecError)) throw err;

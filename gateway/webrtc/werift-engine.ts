@@ -25,7 +25,7 @@ import {
   type RemoteCandidate,
   type WebRtcEngine,
 } from './engine.ts';
-import { RtpIngest, type H264Support } from './rtp-ingest.ts';
+import { RtpIngest } from './rtp-ingest.ts';
 import type { CheckedOffer } from './sdp.ts';
 
 export interface IceOptions {
@@ -40,7 +40,6 @@ export interface IceOptions {
 
 export interface WeriftEngineOptions {
   readonly pool: BufferPool;
-  readonly h264: H264Support;
   readonly ice?: IceOptions;
   /** Longest wait for local candidate gathering before the answer goes out anyway (default 3000 ms). */
   readonly gatherTimeoutMs?: number;
@@ -130,7 +129,6 @@ class WeriftPeer implements IngestPeer {
     this.#ingest = new RtpIngest({
       pool: o.pool,
       media: offer.media,
-      h264: o.h264,
       out: { track: (t) => sink.track(t), frame: (f) => sink.frame(f) },
       requestKeyframe: (ssrc) => this.#sendPli(ssrc),
       log,

@@ -10,13 +10,11 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { interimH264 } from '../../codecs/rtp-h264.ts';
 import { PublishRefusedError, validStreamPart, type Registry } from '../../sessions/registry.ts';
 import type { BufferPool } from '../../sessions/pool.ts';
 import type { Stream } from '../../sessions/stream.ts';
 import { HttpError, readBody, sendText, type Route } from '../http/router.ts';
 import { EngineRejectedError, type RemoteCandidate, type WebRtcEngine } from './engine.ts';
-import type { H264Support } from './rtp-ingest.ts';
 import { CANDIDATE_RE, checkOffer, OfferRejectedError, SDP_LIMITS, type CheckedOffer } from './sdp.ts';
 import { newSessionId, SessionClosedError, WhipSession, type WhipDeadlines } from './session.ts';
 import { WeriftEngine, type IceOptions } from './werift-engine.ts';
@@ -34,8 +32,6 @@ export interface WhipDeps {
    * busy, limit, shutdown, engine.
    */
   onRejected?: (reason: string) => void;
-  /** H.264 SPS/avcC support. Default: the interim reader in codecs/rtp-h264.ts (to become codecs/h264.ts). */
-  h264?: H264Support;
   /** The WebRTC engine. Default: werift. */
   engine?: WebRtcEngine;
   /** ICE settings for the default engine. */
@@ -121,7 +117,7 @@ function parseSdpFrag(text: string): { ufrag?: string; pwd?: string; candidates:
 
 export function whipRoutes(deps: WhipDeps): { routes: Route[]; sessions(): number; close(): Promise<void> } {
   const log = deps.log.child({ component: 'whip' });
-  const engine = deps.engine ?? new WeriftEngine({ pool: deps.pool, h264: deps.h264 ?? interimH264, ice: deps.ice });
+  const engine = deps.engine ?? new WeriftEngine({ pool: deps.pool, ice: deps.ice });
   const sessions = new Map<string, WhipSession>();
   const negotiating = new Set<Promise<unknown>>();
   let closed = false;

@@ -3,10 +3,6 @@ import { CodecError } from '../../codecs/errors.ts';
 import {
   avccLength,
   H264Depacketizer,
-  interimAvcCodecString,
-  interimBuildAvcC,
-  interimH264,
-  interimParseSps,
   splitStapA,
   writeAvcc,
   type H264AccessUnit,
@@ -265,54 +261,4 @@ test('AVCC: 4-byte big-endian lengths before each NAL unit', (t) => {
   t.deepEqual([...out.subarray(0, 7)], [0, 0, 0, 3, 0x65, 1, 2]);
   t.deepEqual([...out.subarray(7, 11)], [0, 0, 1, 44]);
   t.throws(() => writeAvcc(nalus, new Uint8Array(n - 1)), { instanceOf: RangeError });
-});
-
-// --- interim SPS reader and avcC -------------------------------------------------------------
-
-test('interim SPS reader: sizes, profiles and codec strings of real x264 parameter sets', (t) => {
-  for (const [name, p] of Object.entries(PARAMS)) {
-    const info = interimParseSps(p.sps);
-    t.is(`${info.width}x${info.height}`, `${p.width}x${p.height}`, name);
-    t.is(interimAvcCodecString(info), p.codecString, name);
-    t.deepEqual(interimH264.describeSps(p.sps), { width: p.width, height: p.height, codecString: p.codecString }, name);
-  }
-  t.is(interimParseSps(PARAMS.high422_640x480.sps).chromaFormatIdc, 2);
-});
-
-test('interim avcC: header, one SPS, one PPS, and the High profile extension', (t) => {
-  const base = interimBuildAvcC(PARAMS.baseline640x360.sps, PARAMS.baseline640x360.pps);
-  const s = PARAMS.baseline640x360.sps;
-  t.deepEqual([...base.subarray(0, 8)], [1, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, s.length]);
-  t.true(same(base.subarray(8, 8 + s.length), s));
-  t.is(base[8 + s.length], 1);
-  t.is(base.length, 6 + 2 + s.length + 1 + 2 + PARAMS.baseline640x360.pps.length);
-  const high = interimBuildAvcC(PARAMS.high1920x1080.sps, PARAMS.high1920x1080.pps);
-  t.deepEqual([...high.subarray(high.length - 4)], [0xfd, 0xf8, 0xf8, 0]);
-  t.throws(() => interimBuildAvcC(PARAMS.high1920x1080.sps, PARAMS.high1920x1080.sps), { instanceOf: CodecError, message: /not a PPS/ });
-});
-
-test('interim SPS reader: truncated and random SPS only throw CodecError', (t) => {
-  t.throws(() => interimParseSps(Uint8Array.of(0x68, 1, 2, 3)), { instanceOf: CodecError, message: /not an SPS/ });
-  const full = PARAMS.high1920x1080.sps;
-  for (let n = 0; n < full.length - 2; n++) {
-    try {
-      interimParseSps(full.subarray(0, n));
-    } catch (err) {
-      t.true(err instanceof CodecError, `truncated to ${n}`);
-    }
-  }
-  const rand = prng(77);
-  for (let i = 0; i < 5000; i++) {
-    const b = randomBytes(rand, 4 + Math.floor(rand() * 40));
-    b[0] = 0x67;
-    try {
-      const info = interimParseSps(b);
-      t.true(info.width > 0 && info.height > 0 && info.width <= 16384 && info.height <= 32768);
-    } catch (err) {
-      if (!(err instanceof CodecError)) {
-        t.fail(String(err));
-        return;
-      }
-    }
-  }
 });

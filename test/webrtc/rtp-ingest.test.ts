@@ -1,6 +1,5 @@
 /** The engine-independent RTP-to-frames pipeline, fed synthetic RTP and sender reports. */
 import test from 'ava';
-import { interimH264 } from '../../codecs/rtp-h264.ts';
 import type { RtpPacket } from '../../codecs/rtp.ts';
 import type { Frame, Track, VideoTrack } from '../../sessions/frame.ts';
 import { RtpIngest, type RtpIngestOptions } from '../../gateway/webrtc/rtp-ingest.ts';
@@ -22,7 +21,6 @@ function setup(media: RtpIngestOptions['media'], extra: Partial<RtpIngestOptions
   const ingest = new RtpIngest({
     pool,
     media,
-    h264: interimH264,
     out: {
       track: (track) => events.push({ type: 'track', track }),
       frame: (frame) => events.push({ type: 'frame', frame }),

@@ -3,28 +3,15 @@
  * gateway's routes; the Stream in a Registry is checked against the browser's own statistics.
  */
 import test from 'ava';
-import { existsSync } from 'node:fs';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { launchChromium } from '../helpers/browser.ts';
+import { outbound, publish } from '../helpers/whip-page.ts';
 import type { VideoTrack } from '../../codecs/track.ts';
 import type { Stream } from '../../sessions/stream.ts';
 import { whipRoutes } from '../../gateway/webrtc/whip.ts';
 import { WeriftEngine } from '../../gateway/webrtc/werift-engine.ts';
-import { interimH264 } from '../../codecs/rtp-h264.ts';
 import { captureLog, recordStream, startServer, testPool, testRegistry, waitFor, type StreamRecord } from './helpers.ts';
 import type { Route } from '../../gateway/http/router.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const FLAGS = [
-  '--use-fake-device-for-media-stream',
-  '--use-fake-ui-for-media-stream',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 
 const pageRoute: Route = {
   method: 'GET',
@@ -36,97 +23,12 @@ const pageRoute: Route = {
   },
 };
 
-interface PublishResult {
-  status: number;
-  location: string | null;
-  etag: string | null;
-  error?: string;
-}
-
-/** Runs in the page: a sendonly peer, H.264 preferred, non-trickle offer POSTed to `url`. */
-async function publish(page: Page, url: string, token: string): Promise<PublishResult> {
-  return page.evaluate(
-    async ({ url, token }) => {
-      // Browser code: the project compiles without the DOM lib, so the page's globals are untyped here.
-      const w = globalThis as any;
-      const ms = await w.navigator.mediaDevices.getUserMedia({ video: { width: 1280, height: 720, frameRate: 30 }, audio: true });
-      const pc = new w.RTCPeerConnection();
-      w.pc = pc;
-      w.ms = ms;
-      for (const t of ms.getTracks()) pc.addTransceiver(t, { direction: 'sendonly' });
-      const caps: { mimeType: string; sdpFmtpLine?: string }[] = w.RTCRtpSender.getCapabilities('video').codecs;
-      const h264 = caps.filter((c) => c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine ?? ''));
-      const vt = pc.getTransceivers().find((t: any) => t.sender.track?.kind === 'video');
-      vt.setCodecPreferences([...h264, ...caps.filter((c) => !h264.includes(c))]);
-      await pc.setLocalDescription(await pc.createOffer());
-      await new Promise<void>((resolve) => {
-        if (pc.iceGatheringState === 'complete') return resolve();
-        const timer = setTimeout(resolve, 3000);
-        pc.addEventListener('icegatheringstatechange', () => {
-          if (pc.iceGatheringState === 'complete') {
-            clearTimeout(timer);
-            resolve();
-          }
-        });
-      });
-      const r = await fetch(url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/sdp', authorization: `Bearer ${token}` },
-        body: pc.localDescription.sdp,
-      });
-      const body = await r.text();
-      if (r.status !== 201) return { status: r.status, location: null, etag: null, error: body };
-      await pc.setRemoteDescription({ type: 'answer', sdp: body });
-      await new Promise<void>((resolve, reject) => {
-        if (pc.connectionState === 'connected') return resolve();
-        const timer = setTimeout(() => reject(new Error(`not connected: ${pc.connectionState}`)), 10000);
-        pc.addEventListener('connectionstatechange', () => {
-          if (pc.connectionState === 'connected') {
-            clearTimeout(timer);
-            resolve();
-          }
-        });
-      });
-      return { status: r.status, location: r.headers.get('location'), etag: r.headers.get('etag') };
-    },
-    { url, token },
-  );
-}
-
-interface OutboundStats {
-  framesEncoded: number;
-  frameWidth: number;
-  frameHeight: number;
-  audioPackets: number;
-}
-
-async function outbound(page: Page): Promise<OutboundStats> {
-  return page.evaluate(async () => {
-    const pc = (globalThis as any).pc;
-    const out = { framesEncoded: 0, frameWidth: 0, frameHeight: 0, audioPackets: 0 };
-    (await pc.getStats()).forEach((s: Record<string, unknown>) => {
-      if (s.type !== 'outbound-rtp') return;
-      if (s.kind === 'video') {
-        out.framesEncoded = Number(s.framesEncoded ?? 0);
-        out.frameWidth = Number(s.frameWidth ?? 0);
-        out.frameHeight = Number(s.frameHeight ?? 0);
-      } else {
-        out.audioPackets = Number(s.packetsSent ?? 0);
-      }
-    });
-    return out;
-  });
-}
-
-async function launch(): Promise<Browser> {
-  return chromium.launch({ executablePath: CHROMIUM, args: FLAGS, timeout: 30_000 });
-}
 
 function setup(idleMs: number, simulatedLossPercent = 0) {
   const registry = testRegistry();
   const pool = testPool();
   const { log, lines } = captureLog();
-  const engine = new WeriftEngine({ pool, h264: interimH264, simulatedLossPercent });
+  const engine = new WeriftEngine({ pool, simulatedLossPercent });
   const deadlines: string[] = [];
   const whip = whipRoutes({
     registry,
@@ -142,14 +44,13 @@ function setup(idleMs: number, simulatedLossPercent = 0) {
   return { registry, pool, log, lines, engine, whip, deadlines, records };
 }
 
-const skip = !existsSync(CHROMIUM);
 
-(skip ? test.skip : test.serial)('Chromium publishes H.264 + Opus over WHIP; frames, resolution, sync, DELETE, pool', async (t) => {
+test.serial('Chromium publishes H.264 + Opus over WHIP; frames, resolution, sync, DELETE, pool', async (t) => {
   const env = setup(10_000);
   const server = await startServer([...env.whip.routes, pageRoute]);
   t.teardown(() => server.close());
   t.teardown(() => env.whip.close());
-  const browser = await launch();
+  const browser = await launchChromium();
   t.teardown(() => browser.close());
   const page = await browser.newPage();
   // The page's origin (localhost) differs from the WHIP URL's (127.0.0.1): CORS preflight for real.
@@ -242,13 +143,13 @@ const skip = !existsSync(CHROMIUM);
   t.deepEqual(env.deadlines, []);
 });
 
-(skip ? test.skip : test.serial)('a page closed without DELETE is removed within the idle deadline', async (t) => {
+test.serial('a page closed without DELETE is removed within the idle deadline', async (t) => {
   const idleMs = 1500;
   const env = setup(idleMs);
   const server = await startServer([...env.whip.routes, pageRoute]);
   t.teardown(() => server.close());
   t.teardown(() => env.whip.close());
-  const browser = await launch();
+  const browser = await launchChromium();
   t.teardown(() => browser.close());
   const page = await browser.newPage();
   await page.goto(`http://localhost:${server.port}/`);
@@ -274,12 +175,12 @@ const skip = !existsSync(CHROMIUM);
   await waitFor('pool to drain', 2000, () => env.pool.bytesInUse === 0);
 });
 
-(skip ? test.skip : test.serial)('with 5% of packets dropped on receive, NACK/RTX recover the video', async (t) => {
+test.serial('with 5% of packets dropped on receive, NACK/RTX recover the video', async (t) => {
   const env = setup(10_000, 5);
   const server = await startServer([...env.whip.routes, pageRoute]);
   t.teardown(() => server.close());
   t.teardown(() => env.whip.close());
-  const browser = await launch();
+  const browser = await launchChromium();
   t.teardown(() => browser.close());
   const page = await browser.newPage();
   await page.goto(`${server.url}/`);
