@@ -51,6 +51,8 @@ export const configSchema = z
         /** No media for this long ends a WHIP session. */
         idleMs: ms.default(10_000),
         maxSessions: z.number().int().min(1).default(200),
+        /** Ask the browser for a keyframe when none came for this long (0: only after loss); HLS cuts at keyframes. */
+        keyframeIntervalMs: z.number().int().min(0).max(60_000).default(2000),
         ice: z
           .strictObject({
             /** Extra host candidates to offer, e.g. a public or NAT address, or 127.0.0.1 for local tests. */

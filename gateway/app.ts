@@ -70,6 +70,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
         log,
         deadlines: { connectMs: config.webrtc.connectMs, idleMs: config.webrtc.idleMs },
         maxSessions: config.webrtc.maxSessions,
+        gopMs: config.webrtc.keyframeIntervalMs,
         onDeadline: (kind) => metrics.deadlineExpired.inc({ protocol: 'webrtc', kind }),
         onRejected: (reason) => metrics.rejectedInput.inc({ protocol: 'webrtc', reason }),
         ice: {

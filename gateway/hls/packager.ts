@@ -174,7 +174,9 @@ export class HlsPackager {
 
   #onTrack(track: Track): void {
     if (!SUPPORTED[this.#opts.format].has(track.codec)) {
-      this.#warnOnce(`codec-${track.codec}`, `${track.codec} cannot be carried in ${this.#opts.format} HLS: this output carries the other tracks only`);
+      const note = `${track.codec} cannot be carried in ${this.#opts.format} HLS: this output carries the other tracks only`;
+      this.#stream?.notes.set('hls', note);
+      this.#warnOnce(`codec-${track.codec}`, note);
       return;
     }
     const old = this.#tracks.get(track.id);

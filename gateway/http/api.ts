@@ -26,6 +26,8 @@ export interface StreamView {
   framesIn: number;
   framesDropped: number;
   outputs: number;
+  /** Output remarks, e.g. a track an output cannot carry. */
+  notes: Record<string, string>;
   tracks: TrackView[];
 }
 
@@ -46,6 +48,7 @@ export function streamView(s: Stream): StreamView {
     framesIn: s.framesIn,
     framesDropped: s.framesDropped,
     outputs: s.outputCount,
+    notes: Object.fromEntries(s.notes),
     tracks,
   };
 }

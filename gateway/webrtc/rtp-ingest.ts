@@ -49,6 +49,11 @@ export interface RtpIngestOptions {
   readonly audioReorder?: { capacity: number; maxWaitMs: number };
   /** Least time between two keyframe requests (default 1000 ms). */
   readonly keyframeIntervalMs?: number;
+  /**
+   * Longest time without a keyframe before one is requested (default 0: only on loss). Browsers
+   * send keyframes only when asked, and segmenting outputs (HLS) can cut only at keyframes.
+   */
+  readonly gopMs?: number;
 }
 
 export interface RtpIngestStats {
@@ -106,6 +111,8 @@ export class RtpIngest {
   readonly #holdMs: number;
   readonly #holdBytes: number;
   readonly #kfInterval: number;
+  readonly #gopMs: number;
+  #lastKeyframeAt = 0;
   #aligned = false;
   #sync: RtpIngestStats['sync'] = 'pending';
   #origin = 0;
@@ -130,6 +137,7 @@ export class RtpIngest {
     this.#holdMs = opts.startHoldMs ?? 4000;
     this.#holdBytes = opts.startHoldBytes ?? 8 * 1024 * 1024;
     this.#kfInterval = opts.keyframeIntervalMs ?? 1000;
+    this.#gopMs = opts.gopMs ?? 0;
     for (const m of opts.media) {
       const video = m.kind === 'video';
       const reorder = (video ? opts.videoReorder : opts.audioReorder) ?? (video ? { capacity: 512, maxWaitMs: 250 } : { capacity: 64, maxWaitMs: 80 });
@@ -290,7 +298,11 @@ export class RtpIngest {
       this.#videoDropped('no SPS/PPS yet');
       return;
     }
-    if (au.keyframe) this.#kfPending = false;
+    if (au.keyframe) {
+      this.#kfPending = false;
+      this.#lastKeyframeAt = this.#now();
+      this.#schedule();
+    }
     if (!t.sawKeyframe) {
       if (!au.keyframe) {
         this.#videoDropped('waiting for the first keyframe');
@@ -519,6 +531,7 @@ export class RtpIngest {
     for (const t of this.#tracks) at = Math.min(at, t.reorder.deadline ?? Infinity);
     if (!this.#aligned && this.#holdStart !== undefined) at = Math.min(at, this.#holdStart + this.#holdMs);
     if (this.#kfPending && this.#video?.ssrc !== undefined) at = Math.min(at, Math.max(this.#lastKf + this.#kfInterval, this.#now()));
+    if (this.#gopMs > 0 && this.#lastKeyframeAt > 0) at = Math.min(at, Math.max(this.#lastKeyframeAt, this.#lastKf) + this.#gopMs);
     if (at === Infinity) return;
     if (this.#timer && at >= this.#timerAt) return;
     clearTimeout(this.#timer);
@@ -534,7 +547,8 @@ export class RtpIngest {
     const now = this.#now();
     for (const t of this.#tracks) t.reorder.poll(now);
     this.#tryAlign();
-    if (this.#kfPending) this.#requestKeyframe();
+    const gopDue = this.#gopMs > 0 && this.#lastKeyframeAt > 0 && now - Math.max(this.#lastKeyframeAt, this.#lastKf) >= this.#gopMs;
+    if (this.#kfPending || gopDue) this.#requestKeyframe();
     this.#schedule();
   }
 }

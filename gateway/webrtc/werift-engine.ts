@@ -41,6 +41,8 @@ export interface IceOptions {
 export interface WeriftEngineOptions {
   readonly pool: BufferPool;
   readonly ice?: IceOptions;
+  /** Longest time without a video keyframe before one is requested (0: only on loss). */
+  readonly gopMs?: number;
   /** Longest wait for local candidate gathering before the answer goes out anyway (default 3000 ms). */
   readonly gatherTimeoutMs?: number;
   /** Tests only: drop this percentage of received UDP packets (werift's debug hook) to exercise NACK and PLI. */
@@ -131,6 +133,7 @@ class WeriftPeer implements IngestPeer {
       media: offer.media,
       out: { track: (t) => sink.track(t), frame: (f) => sink.frame(f) },
       requestKeyframe: (ssrc) => this.#sendPli(ssrc),
+      gopMs: o.gopMs ?? 0,
       log,
     });
     const sub = pc.connectionStateChange.subscribe((state) => {

@@ -36,6 +36,8 @@ export interface WhipDeps {
   engine?: WebRtcEngine;
   /** ICE settings for the default engine. */
   ice?: IceOptions;
+  /** Longest time without a video keyframe before one is requested, for the default engine. */
+  gopMs?: number;
 }
 
 const ENDPOINT = /^\/whip\/([^/]+)\/([^/]+)\/?$/;
@@ -117,7 +119,7 @@ function parseSdpFrag(text: string): { ufrag?: string; pwd?: string; candidates:
 
 export function whipRoutes(deps: WhipDeps): { routes: Route[]; sessions(): number; close(): Promise<void> } {
   const log = deps.log.child({ component: 'whip' });
-  const engine = deps.engine ?? new WeriftEngine({ pool: deps.pool, ice: deps.ice });
+  const engine = deps.engine ?? new WeriftEngine({ pool: deps.pool, ice: deps.ice, gopMs: deps.gopMs });
   const sessions = new Map<string, WhipSession>();
   const negotiating = new Set<Promise<unknown>>();
   let closed = false;

@@ -60,3 +60,11 @@ export async function countPackets(input: string, timeoutMs = 30_000): Promise<S
   const json = JSON.parse(r.stdout) as { streams: Array<{ codec_name: string; width?: number; height?: number; nb_read_packets?: string }> };
   return json.streams.map((s) => ({ codec: s.codec_name, width: s.width, height: s.height, packets: Number(s.nb_read_packets ?? 0) }));
 }
+
+/** The distinct codecs of a file or URL, without reading it through (a live playlist never ends). */
+export async function probeCodecs(input: string, timeoutMs = 30_000): Promise<string[]> {
+  const r = await run('ffprobe', ['-v', 'error', '-show_entries', 'stream=codec_name', '-of', 'csv=p=0', input], { timeoutMs });
+  if (r.code !== 0) throw new Error(`ffprobe ${input} failed (${r.code ?? r.signal}): ${r.stderr}`);
+  // ffprobe lists HLS streams twice: in their program and on their own.
+  return [...new Set(r.stdout.split('\n').map((l) => l.trim()).filter((l) => l !== ''))];
+}
