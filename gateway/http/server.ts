@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.ts';
 import { Router, sendText, type Route } from './router.ts';
+import { listen } from '../net/listen.ts';
 
 export class HttpServer {
   readonly router = new Router();
@@ -44,16 +45,7 @@ export class HttpServer {
   }
 
   listen(port: number, host: string): Promise<{ port: number; host: string }> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      this.#server.once('error', onError);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', onError);
-        const addr = this.#server.address();
-        if (addr === null || typeof addr === 'string') return reject(new Error('HTTP server has no address'));
-        resolve({ port: addr.port, host: addr.address });
-      });
-    });
+    return listen(this.#server, port, host, 'HTTP server');
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,8 @@
 import test from 'ava';
 import { CodecError } from '../../codecs/errors.ts';
 import { opusHead, parseOpusHead, parseOpusPacket } from '../../codecs/opus.ts';
-import { prng, randomBytes } from '../webrtc/rtp-fixtures.ts';
+import { prng } from '../helpers/prng.ts';
+import { randomBytes } from '../webrtc/rtp-fixtures.ts';
 
 test('OpusHead for mapping family 0 (RFC 7845 5.1)', (t) => {
   const h = opusHead({ channels: 2, preSkip: 312 });

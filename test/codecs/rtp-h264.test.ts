@@ -8,7 +8,8 @@ import {
   type H264AccessUnit,
   type H264RtpPacket,
 } from '../../codecs/rtp-h264.ts';
-import { nal, packetizeH264, PARAMS, prng, randomBytes } from '../webrtc/rtp-fixtures.ts';
+import { prng } from '../helpers/prng.ts';
+import { nal, packetizeH264, PARAMS, randomBytes } from '../webrtc/rtp-fixtures.ts';
 
 const { sps, pps } = PARAMS.baseline640x360;
 

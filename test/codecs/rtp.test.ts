@@ -1,7 +1,8 @@
 import test from 'ava';
 import { CodecError } from '../../codecs/errors.ts';
 import { parseRtpPacket, ReorderBuffer, seqDelta, type RtpPacket } from '../../codecs/rtp.ts';
-import { prng, randomBytes, serializeRtp } from '../webrtc/rtp-fixtures.ts';
+import { prng } from '../helpers/prng.ts';
+import { randomBytes, serializeRtp } from '../webrtc/rtp-fixtures.ts';
 
 const pkt = (seq: number, extra: Partial<RtpPacket> = {}): RtpPacket => ({
   payloadType: 96,

@@ -3,18 +3,7 @@
  * STAP-A, FU-A as RFC 6184 mode 1 senders do), and real SPS/PPS from x264.
  */
 import type { RtpPacket } from '../../codecs/rtp.ts';
-
-/** mulberry32: a small seeded PRNG returning [0, 1). */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from '../helpers/prng.ts';
 
 export function randomBytes(rand: () => number, n: number): Uint8Array {
   const b = new Uint8Array(n);
