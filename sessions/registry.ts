@@ -73,8 +73,9 @@ export class Registry extends EventEmitter<RegistryEvents> {
     const live = this.#streams.get(key);
     if (live) {
       if (this.#opts.onConflict === 'reject') throw new PublishRefusedError('busy', `stream ${key} is already being published`);
-      live.publisher.close(`taken over by ${publisher.protocol} publisher from ${publisher.remoteAddress}`);
+      // End first: a publisher's close() ends its own stream with its own reason (RtmpConnection does).
       live.end('takeover');
+      live.publisher.close(`taken over by ${publisher.protocol} publisher from ${publisher.remoteAddress}`);
     } else if (this.#streams.size >= this.#opts.maxStreams) {
       throw new PublishRefusedError('limit', `stream limit of ${this.#opts.maxStreams} reached`);
     }

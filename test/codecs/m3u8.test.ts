@@ -1,7 +1,8 @@
 import test from 'ava';
 import { CodecError } from '../../codecs/errors.ts';
 import { type MediaPlaylist, parseMasterPlaylist, parseMediaPlaylist, type Variant, writeMasterPlaylist, writeMediaPlaylist } from '../../codecs/m3u8.ts';
-import { fuzz, prng } from './hls-codecs-helpers.ts';
+import { prng } from '../helpers/prng.ts';
+import { fuzz } from './hls-codecs-helpers.ts';
 
 const full: MediaPlaylist = {
   version: 7,

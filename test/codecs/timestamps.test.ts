@@ -1,6 +1,7 @@
 import test from 'ava';
 import { CodecError } from '../../codecs/errors.ts';
 import { StreamClock, Unwrapper, rtmpMsTo90k, type Stamped } from '../../codecs/timestamps.ts';
+import { prng } from '../helpers/prng.ts';
 
 const HOUR = 3600 * 90_000;
 const VIDEO = 0;
@@ -230,18 +231,6 @@ test('non-finite input is a CodecError', (t) => {
   t.throws(() => clock.stamp(VIDEO, 0, Infinity), { instanceOf: CodecError });
   t.is(clock.stamp(VIDEO, 5, 5).dts, 0, 'a rejected sample leaves no state behind');
 });
-
-/** mulberry32: a small deterministic PRNG, so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('random clocks with jumps, repeats and reordering never break the invariants', (t) => {
   const rand = prng(42);
