@@ -320,7 +320,7 @@ async function main(): Promise<void> {
       await sleep(2000);
     }
     if (whipSteps.length && !servers.includes('tributary')) notes.push('WHIP steps run against tributary only, which was not selected.');
-    if (rows.some((r) => r.protocol === 'whip' && r.note?.startsWith('no WHIP endpoint'))) notes.push('This gateway build answers no WHIP endpoint yet (branch webrtc not merged): WHIP rows are empty.');
+    if (rows.some((r) => r.protocol === 'whip' && r.note?.startsWith('no WHIP endpoint'))) notes.push('This gateway build answers no WHIP endpoint: WHIP rows are empty.');
     if (interrupted.aborted) notes.push('Interrupted before all runs finished.');
   } finally {
     rmSync(work, { recursive: true, force: true });

@@ -90,8 +90,11 @@ export async function launchTributary(o: LaunchOptions): Promise<ServerUnderTest
   const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-'));
   const config = {
     log: { level: 'info' },
-    rtmp: { listen: { host: '127.0.0.1', port: 0 } },
     http: { listen: { host: '127.0.0.1', port: 0 } },
+    // WHIP on loopback only; enough sessions for the largest step.
+    webrtc: { maxSessions: 5000, ice: { udp4: '127.0.0.1', additionalHostAddresses: ['127.0.0.1'] } },
+    streams: { maxStreams: 5000 },
+    rtmp: { listen: { host: '127.0.0.1', port: 0 }, maxConnections: 5000 },
   };
   const configPath = join(dir, 'config.json');
   writeFileSync(configPath, JSON.stringify(config));

@@ -1,6 +1,6 @@
 /**
- * A minimal WHIP endpoint (RFC 9725) with werift as the receiving peer, for testing the WHIP publishers
- * while the gateway's own endpoint is not there: POST offer -> 201 + answer + Location; DELETE ends it.
+ * A minimal WHIP endpoint (RFC 9725) with werift as the receiving peer, to test the WHIP publishers' side
+ * of the protocol on its own: POST offer -> 201 + answer + Location; DELETE ends it.
  * It counts what arrives per session: RTP packets per kind, H.264 frames (marker bits) and IDRs.
  */
 import { randomUUID } from 'node:crypto';

@@ -4,6 +4,7 @@ import { splitAnnexB } from '../../codecs/h264.ts';
 import { ensureWhipMedia } from '../../loadtest/media.ts';
 import { accessUnits, buildRtpClip, opusSamples, packetizeH264, RTP_MTU_PAYLOAD, RtpFeed } from '../../loadtest/rtp-media.ts';
 import { WhipPublishers } from '../../loadtest/whip-publisher.ts';
+import { startTestGateway } from '../helpers/gateway.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { startWhipAnswerer } from './whip-answerer.ts';
 
@@ -47,7 +48,7 @@ test('the WHIP clip loops with RTP timestamps that keep increasing', async (t) =
 });
 
 test('WHIP publishers negotiate (201 + Location), join at a keyframe, send H.264 and Opus, and DELETE on close', async (t) => {
-  // The gateway's WHIP endpoint is on another branch: a minimal werift answerer stands in for it.
+  // The protocol alone, against a minimal werift answerer that records what it receives per session.
   const answerer = await startWhipAnswerer();
   t.teardown(() => answerer.close());
   const media = await ensureWhipMedia();
@@ -83,4 +84,44 @@ test('a WHIP publisher reports a refused offer', async (t) => {
   t.is(pubs.counts().failed, 1);
   t.regex(pubs.stats()[0]!.error ?? '', /answered 404/);
   await pubs.close();
+});
+
+test('WHIP publishers publish to the gateway: H.264 and Opus frames arrive, HLS is made, DELETE ends the streams', async (t) => {
+  const gw = await startTestGateway({ webrtc: { ice: { udp4: '127.0.0.1', additionalHostAddresses: ['127.0.0.1'] } } });
+  t.teardown(() => gw.close());
+  const media = await ensureWhipMedia();
+  const clip = buildRtpClip(readFileSync(media.h264), readFileSync(media.opus), media.fps);
+  const feed = new RtpFeed(clip, { maxMs: 30_000 });
+  t.teardown(() => feed.stop());
+  feed.start();
+  const pubs = new WhipPublishers({ urlTemplate: gw.httpUrl('/whip/live/{name}'), names: ['g1', 'g2'], feed, rampMs: 200 });
+  t.teardown(() => pubs.close());
+  await pubs.start();
+  t.deepEqual(
+    pubs.stats().map((s) => s.error),
+    [undefined, undefined],
+  );
+  type Api = { streams: Array<{ name: string; protocol: string; tracks: Array<{ codec: string; width?: number; frames: number }> }> };
+  const list = await waitFor(
+    async () => {
+      const body = (await (await fetch(gw.httpUrl('/api/v1/streams'))).json()) as Api;
+      const ok = ['g1', 'g2'].every((n) => {
+        const s = body.streams.find((x) => x.name === n);
+        return (s?.tracks.find((tr) => tr.codec === 'h264')?.frames ?? 0) >= 60 && (s?.tracks.find((tr) => tr.codec === 'opus')?.frames ?? 0) >= 100;
+      });
+      return ok ? body.streams : undefined;
+    },
+    { timeoutMs: 15_000, what: 'two seconds of H.264 and Opus on both streams' },
+  );
+  t.true(list.every((s) => s.protocol === 'webrtc'));
+  t.is(list.find((s) => s.name === 'g1')?.tracks.find((tr) => tr.codec === 'h264')?.width, 1280);
+  const playlist = await waitFor(async () => {
+    const r = await fetch(gw.httpUrl('/hls/live/g1/index.m3u8'));
+    const text = await r.text();
+    return r.status === 200 && text.includes('#EXTINF') ? text : undefined;
+  }, { timeoutMs: 15_000, what: 'an HLS segment of a WHIP stream' });
+  t.regex(playlist, /#EXTINF:/);
+  await pubs.close();
+  await waitFor(async () => ((await (await fetch(gw.httpUrl('/api/v1/streams'))).json()) as Api).streams.length === 0, { timeoutMs: 5000, what: 'the streams to end' });
+  t.pass();
 });
