@@ -234,7 +234,7 @@ test('non-finite input is a CodecError', (t) => {
 
 test('random clocks with jumps, repeats and reordering never break the invariants', (t) => {
   const rand = prng(42);
-  const start = Date.now();
+
   for (let round = 0; round < 50; round++) {
     const clock = new StreamClock();
     const tracks = 1 + Math.floor(rand() * 3);
@@ -260,5 +260,4 @@ test('random clocks with jumps, repeats and reordering never break the invariant
     }
   }
   t.pass();
-  t.true(Date.now() - start < 1000);
 });
