@@ -65,7 +65,7 @@ export interface LoadReport {
 }
 
 const f = (v: number | undefined, d = 1): string => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(d));
-const pct = (v: number | undefined): string => (v === undefined ? '–' : `${(v * 100).toFixed(1)}%`);
+const pct = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '–' : `${(v * 100).toFixed(1)}%`);
 const ms = (s: Summary | undefined): string => (s ? `${f(s.p50, 0)} / ${f(s.p95, 0)} / ${f(s.max, 0)}` : '–');
 
 export function errorCounts(errors: ReadonlyArray<string | undefined>, max = 8): Array<{ error: string; count: number }> {

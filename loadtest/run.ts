@@ -295,7 +295,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadReport> {
       generator: {
         cpuSeconds,
         coreFraction: coreFraction(cpuA, cpuB),
-        msPerStreamSecond: (cpuSeconds * 1000) / Math.max(1, publishers.live) / Math.max(windowS, 0.001),
+        msPerStreamSecond: windowS >= 0.5 ? (cpuSeconds * 1000) / Math.max(1, publishers.live) / windowS : Number.NaN,
         rssBytes: usage(process.pid).rssBytes || process.memoryUsage().rss,
         nice: getPriority(),
         ticks: ticksB.ticks - ticksA.ticks,

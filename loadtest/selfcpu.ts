@@ -13,8 +13,8 @@ export function sampleSelf(): CpuSample {
   return { at: performance.now(), cpuSeconds: (u.user + u.system) / 1e6 };
 }
 
-/** CPU used between two samples as a fraction of one core. */
+/** CPU used between two samples as a fraction of one core; NaN over less than half a second (noise). */
 export function coreFraction(a: CpuSample, b: CpuSample): number {
   const wall = (b.at - a.at) / 1000;
-  return wall > 0 ? (b.cpuSeconds - a.cpuSeconds) / wall : 0;
+  return wall >= 0.5 ? (b.cpuSeconds - a.cpuSeconds) / wall : Number.NaN;
 }
