@@ -1,6 +1,7 @@
 import test from 'ava';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { request } from 'node:http';
 import { join } from 'node:path';
 import { parseMediaPlaylist } from '../../codecs/m3u8.ts';
 import { launchChromium, newPage } from '../helpers/browser.ts';
@@ -24,7 +25,6 @@ async function firstFrameIsKey(dir: string, gw: TestGateway, base: string, uri: 
   const parts = [...(init ? [init] : []), uri];
   const bytes = Buffer.concat(await Promise.all(parts.map(async (p) => Buffer.from(await (await fetch(gw.httpUrl(`${base}/${p}`))).arrayBuffer()))));
   const file = join(dir, `${uri}.probe`);
-  const { writeFileSync } = await import('node:fs');
   writeFileSync(file, bytes);
   const r = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=flags', '-of', 'csv=p=0', file], { timeoutMs: 20_000 });
   return r.stdout.trim().split('\n')[0]?.startsWith('K') === true;
@@ -91,7 +91,6 @@ test('ranges, content types, CORS and traversal', async (t) => {
   t.is(head.headers.get('content-type'), 'application/vnd.apple.mpegurl');
   t.is(head.headers.get('cache-control'), 'no-cache');
   for (const bad of ['/hls/live/../live/rng/index.m3u8', '/hls/live/%2e%2e/index.m3u8', '/hls/%2e%2e/%2e%2e/etc/passwd', '/hls/live/rng/..%2findex.m3u8', '/hls/live/nope/index.m3u8', '/hls/live/rng/seg-999999.ts']) {
-    const { request } = await import('node:http');
     // fetch() normalises '..' away; a raw request sends the path as written.
     const status = await new Promise<number>((resolve, reject) => {
       const req = request({ host: '127.0.0.1', port: gw.httpPort, path: bad }, (res) => {
@@ -201,3 +200,31 @@ for (const [app, format] of [['live', 'ts'], ['cmaf', 'fmp4']] as const) {
     t.deepEqual(result.errors.filter((e) => e.startsWith('fatal') || e.includes('Stalled')), []);
   });
 }
+
+test('hls.directory mirrors the playlist and segments to disk, and removes what leaves the window', async (t) => {
+  const dir = mkdtempSync(join('/dev/shm', 'trib-hls-disk-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const gw = await startTestGateway({ hls: { directory: dir, windowSegments: 2, targetDurationMs: 500, graceMs: 60_000 } });
+  t.teardown(() => gw.close());
+  const ff = publish(gw.rtmpUrl('live/disk'), { seconds: 5, width: 160, height: 120, gop: 15 });
+  t.teardown(() => ff.kill());
+  t.is((await ff.done).code, 0);
+  const served = await waitFor(async () => {
+    const p = await playlist(gw, '/hls/live/disk/index.m3u8');
+    return p?.includes('#EXT-X-ENDLIST') ? p : undefined;
+  }, { timeoutMs: 5000, what: 'ENDLIST' });
+  const streamDir = join(dir, 'live', 'disk');
+  const onDisk = await waitFor(() => {
+    const text = existsSync(join(streamDir, 'index.m3u8')) ? readFileSync(join(streamDir, 'index.m3u8'), 'utf8') : '';
+    return text === served ? text : undefined;
+  }, { timeoutMs: 5000, what: 'the playlist on disk' });
+  const pl = parseMediaPlaylist(onDisk);
+  for (const s of pl.segments) {
+    const body = Buffer.from(await (await fetch(gw.httpUrl(`/hls/live/disk/${s.uri}`))).arrayBuffer());
+    t.true(readFileSync(join(streamDir, s.uri)).equals(body), `${s.uri} on disk equals what is served`);
+  }
+  const files = readdirSync(streamDir).filter((f) => f.endsWith('.ts'));
+  // The window (2) plus the segments kept for players still reading an older playlist (2).
+  t.true(files.length <= 4, files.join(' '));
+  t.false(files.includes('seg-0.ts'));
+});
