@@ -147,7 +147,9 @@ function sampleEntry(t: Track): Buffer {
       parseAvcC(t.config); // throws CodecError('h264', ...) when malformed
       const avcC = Buffer.from(t.config);
       avcC[4] = 0xff; // samples carry 4-byte NAL lengths whatever the record said
-      return visualEntry('avc1', t, box('avcC', avcC));
+      // avc3: parameter sets may also travel in the samples, so a reader that keeps the first init
+      // segment across a resolution change (ffmpeg's HLS demuxer) still decodes what follows.
+      return visualEntry('avc3', t, box('avcC', avcC));
     }
     if (t.config.length < 23 || t.config[0] !== 1) fail(`track ${t.id} hvcC is malformed (${t.config.length} bytes, version ${t.config[0]})`);
     const hvcC = Buffer.from(t.config);

@@ -61,6 +61,27 @@ export const configSchema = z
         streamKeys: z.record(z.string(), z.array(z.string().min(1)).min(1)).default({}),
       })
       .prefault({}),
+    webrtc: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** ICE and DTLS must complete within this time of the offer. */
+        connectMs: ms.default(10_000),
+        /** No media for this long ends a WHIP session. */
+        idleMs: ms.default(10_000),
+        maxSessions: z.number().int().min(1).default(200),
+        /** Ask the browser for a keyframe when none came for this long (0: only after loss); HLS cuts at keyframes. */
+        keyframeIntervalMs: z.number().int().min(0).max(60_000).default(2000),
+        ice: z
+          .strictObject({
+            /** Extra host candidates to offer, e.g. a public or NAT address, or 127.0.0.1 for local tests. */
+            additionalHostAddresses: z.array(z.string().min(1)).default([]),
+            portRange: z.tuple([port, port]).optional(),
+            /** Bind ICE to this IPv4 address only. */
+            udp4: z.string().min(1).optional(),
+          })
+          .prefault({}),
+      })
+      .prefault({}),
     hls: z
       .strictObject({
         enabled: z.boolean().default(true),

@@ -9,6 +9,7 @@ import { BufferPool } from '../sessions/pool.ts';
 import { Registry } from '../sessions/registry.ts';
 import { HlsService } from './hls/service.ts';
 import { apiRoutes } from './http/api.ts';
+import { EventsSocket } from './http/events.ts';
 import { HttpServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
 import { BREAKER_STATE_VALUE, BreakerRegistry } from './net/breaker.ts';
@@ -16,6 +17,7 @@ import { outboundRoutes } from './http/pulls-api.ts';
 import { PullManager, type OutboundDeps } from './rtmp/pull.ts';
 import { PushManager } from './rtmp/push.ts';
 import { RtmpServer } from './rtmp/server.ts';
+import { whipRoutes } from './webrtc/whip.ts';
 
 export interface Gateway {
   readonly rtmpPort: number;
@@ -86,6 +88,26 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   const pushes = new PushManager(outbound, config.push, config.outbound.maxPushesPerStream);
   const http = new HttpServer(metrics, log);
   http.add(...apiRoutes(registry), ...hls.routes(), ...outboundRoutes(pulls, pushes, breakers));
+  const whip = config.webrtc.enabled
+    ? whipRoutes({
+        registry,
+        pool,
+        log,
+        deadlines: { connectMs: config.webrtc.connectMs, idleMs: config.webrtc.idleMs },
+        maxSessions: config.webrtc.maxSessions,
+        gopMs: config.webrtc.keyframeIntervalMs,
+        onDeadline: (kind) => metrics.deadlineExpired.inc({ protocol: 'webrtc', kind }),
+        onRejected: (reason) => metrics.rejectedInput.inc({ protocol: 'webrtc', reason }),
+        ice: {
+          additionalHostAddresses: config.webrtc.ice.additionalHostAddresses,
+          ...(config.webrtc.ice.portRange ? { portRange: config.webrtc.ice.portRange } : {}),
+          ...(config.webrtc.ice.udp4 ? { interfaceAddresses: { udp4: config.webrtc.ice.udp4 } } : {}),
+        },
+      })
+    : undefined;
+  if (whip) http.add(...whip.routes);
+  const events = new EventsSocket(registry);
+  http.onUpgrade((req, socket, head) => events.upgrade(req, socket, head));
 
   const rtmpAddr = await rtmp.listen(config.rtmp.listen.port, config.rtmp.listen.host);
   let httpAddr;
@@ -113,7 +135,8 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
         // Outbound first, so that nothing reconnects while the rest closes.
         await Promise.all([pulls.close(reason), pushes.close(reason)]);
         registry.close(reason);
-        await Promise.all([rtmp.close(reason), http.close()]);
+        events.close();
+        await Promise.all([rtmp.close(reason), whip?.close(), http.close()]);
         hls.close();
       })();
       return closing;

@@ -8,6 +8,10 @@ import type { PooledBuffer } from './pool.ts';
 export type { AudioCodec, AudioTrack, Codec, Track, VideoCodec, VideoTrack } from '../codecs/track.ts';
 export { CLOCK_RATE } from '../codecs/track.ts';
 
+/** Track ids every ingest uses, so that outputs (MP4 track_ID, TS PIDs) see the same layout. */
+export const VIDEO_TRACK_ID = 1;
+export const AUDIO_TRACK_ID = 2;
+
 /**
  * One access unit of one track. H.264/HEVC data is length-prefixed NAL units (4-byte lengths);
  * AAC data is a raw access unit; Opus data is one packet. DTS and PTS are on the 90 kHz clock,

@@ -1,5 +1,5 @@
 /**
- * A bounded pool of reference-counted buffers in power-of-two size classes.
+ * A bounded pool of reference-counted buffers in size classes.
  * Media payloads live here so that memory use is bounded and visible, and so that
  * fan-out can share one copy of a frame among many outputs.
  */
@@ -107,11 +107,16 @@ export class BufferPool {
     return this.#leaks;
   }
 
+  /**
+   * Classes step by a quarter of each power of two (1, 1.25, 1.5, 1.75 x 2^k), so a buffer wastes
+   * at most a fifth of its size: HLS segments of a few hundred kilobytes would lose up to half of
+   * it to power-of-two classes.
+   */
   classFor(size: number): number {
     if (size > this.#maxClass) return size;
-    let c = this.#minClass;
-    while (c < size) c *= 2;
-    return c;
+    if (size <= this.#minClass) return this.#minClass;
+    const step = 2 ** Math.floor(Math.log2(size)) / 4;
+    return Math.ceil(size / step) * step;
   }
 
   /** A buffer of exactly `size` bytes with one reference. Its contents are not zeroed. */

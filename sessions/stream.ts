@@ -38,6 +38,8 @@ export class Stream extends EventEmitter<StreamEvents> {
   readonly tracks = new Map<number, Track>();
   readonly trackStats = new Map<number, TrackStats>();
   metadata: Readonly<Record<string, unknown>> | undefined;
+  /** What outputs say about how they carry this stream (e.g. a track they cannot carry), by output. */
+  readonly notes = new Map<string, string>();
   bytesIn = 0;
   #gop: Frame[] = [];
   #gopBytes = 0;

@@ -51,7 +51,11 @@ interface ChunkStreamState {
 
 export class ChunkReader {
   #chunkSize = 128;
-  #pending: Buffer = Buffer.alloc(0);
+  /** Bytes not yet parsed, kept as pieces until there are enough for the next chunk. */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
+  /** Bytes the next chunk needs before parsing can progress: joining fewer would only be re-copied. */
+  #need = 1;
   readonly #streams = new Map<number, ChunkStreamState>();
   readonly #limits: ChunkReaderLimits;
   /** Bytes consumed, for acknowledgements. */
@@ -71,7 +75,10 @@ export class ChunkReader {
    */
   push(data: Buffer): RtmpMessage[] {
     this.bytesRead += data.length;
-    let buf = this.#pending.length ? Buffer.concat([this.#pending, data]) : data;
+    this.#pending.push(data);
+    this.#pendingBytes += data.length;
+    if (this.#pendingBytes < this.#need) return [];
+    let buf = this.#pending.length === 1 ? data : Buffer.concat(this.#pending, this.#pendingBytes);
     const out: RtmpMessage[] = [];
     let off = 0;
     for (;;) {
@@ -81,12 +88,14 @@ export class ChunkReader {
     }
     buf = buf.subarray(off);
     // Keep a copy so the caller's buffer can be reused or collected.
-    this.#pending = buf.length ? Buffer.from(buf) : Buffer.alloc(0);
+    this.#pending = buf.length ? [Buffer.from(buf)] : [];
+    this.#pendingBytes = buf.length;
     return out;
   }
 
   /** Reads one chunk at `off`; returns the bytes it took, or 0 if it is not complete yet. */
   #readChunk(buf: Buffer, off: number, out: RtmpMessage[]): number {
+    this.#need = 1;
     const avail = buf.length - off;
     if (avail < 1) return 0;
     const b0 = buf[off]!;
@@ -103,7 +112,10 @@ export class ChunkReader {
       p += 2;
     }
     const headerLen = fmt === 0 ? 11 : fmt === 1 ? 7 : fmt === 2 ? 3 : 0;
-    if (buf.length - p < headerLen) return 0;
+    if (buf.length - p < headerLen) {
+      this.#need = p - off + headerLen;
+      return 0;
+    }
 
     let st = this.#streams.get(csid);
     if (!st) {
@@ -144,7 +156,10 @@ export class ChunkReader {
     }
     const remaining = midMessage ? st.length - st.received : length;
     const take = Math.min(remaining, this.#chunkSize);
-    if (buf.length - p < take) return 0;
+    if (buf.length - p < take) {
+      this.#need = p - off + take;
+      return 0;
+    }
 
     // The chunk is complete: commit header state.
     if (!midMessage) {

@@ -48,6 +48,9 @@ interface OpenSegment {
 
 /** Segments kept in memory past the playlist window, for players still reading an older playlist. */
 const EXTRA_KEPT = 2;
+/** How far before the first keyframe audio is still taken into the first segment (100 ms). */
+const EARLY_AUDIO_TICKS = 9000;
+const EARLY_AUDIO_FRAMES = 16;
 const SUPPORTED: Record<HlsFormat, ReadonlySet<string>> = { ts: new Set(['h264', 'aac']), fmp4: new Set(['h264', 'hevc', 'aac', 'opus']) };
 
 export class HlsPackager {
@@ -70,6 +73,7 @@ export class HlsPackager {
   #pendingDiscontinuity = false;
   #maxDuration = 0;
   #frameDuration = 3000;
+  #earlyAudio: Frame[] = [];
   #queue: OutputQueue | undefined;
   #stream: Stream | undefined;
   #ended = false;
@@ -145,6 +149,8 @@ export class HlsPackager {
   }
 
   #resetWriter(): void {
+    for (const f of this.#earlyAudio) f.data.release();
+    this.#earlyAudio = [];
     this.#open?.writer.dispose();
     this.#open = undefined;
     this.#writer?.dispose();
@@ -168,7 +174,9 @@ export class HlsPackager {
 
   #onTrack(track: Track): void {
     if (!SUPPORTED[this.#opts.format].has(track.codec)) {
-      this.#warnOnce(`codec-${track.codec}`, `${track.codec} cannot be carried in ${this.#opts.format} HLS: this output carries the other tracks only`);
+      const note = `${track.codec} cannot be carried in ${this.#opts.format} HLS: this output carries the other tracks only`;
+      this.#stream?.notes.set('hls', note);
+      this.#warnOnce(`codec-${track.codec}`, note);
       return;
     }
     const old = this.#tracks.get(track.id);
@@ -192,8 +200,12 @@ export class HlsPackager {
     }
     if (!this.#open) {
       // A segment starts on a keyframe; before the first one there is nothing a player could decode.
-      if (!boundary && !frame.discontinuity) return;
+      if (!boundary && !frame.discontinuity) {
+        if (frame.kind === 'audio') this.#holdEarlyAudio(frame);
+        return;
+      }
       this.#openSegment(frame);
+      this.#addEarlyAudio(this.#open!, frame.dts);
     } else if (boundary && frame.dts - this.#open.startDts >= this.#opts.targetDurationMs * 90) {
       this.#closeSegment(frame.dts);
       this.#openSegment(frame);
@@ -203,6 +215,24 @@ export class HlsPackager {
     if (frame.kind === 'video' || !hasVideo) open.lastDts = Math.max(open.lastDts, frame.dts);
     open.frames++;
     open.writer.add(frame);
+  }
+
+  /** Audio that comes just before the first keyframe belongs to the first segment. */
+  #holdEarlyAudio(frame: Frame): void {
+    frame.data.retain();
+    this.#earlyAudio.push(frame);
+    if (this.#earlyAudio.length > EARLY_AUDIO_FRAMES) this.#earlyAudio.shift()!.data.release();
+  }
+
+  #addEarlyAudio(open: OpenSegment, keyDts: number): void {
+    for (const f of this.#earlyAudio) {
+      if (f.dts >= keyDts - EARLY_AUDIO_TICKS) {
+        open.frames++;
+        open.writer.add(f);
+      }
+      f.data.release();
+    }
+    this.#earlyAudio = [];
   }
 
   #openSegment(frame: Frame): void {

@@ -3,6 +3,7 @@
  * current segment and yields the segment's bytes when it is closed.
  */
 import { initSegment, mediaSegment } from '../../codecs/fmp4.ts';
+import { NalType, parseAvcC } from '../../codecs/h264.ts';
 import { TsMuxer } from '../../codecs/mpegts.ts';
 import type { Sample, Track } from '../../codecs/track.ts';
 import type { Frame } from '../../sessions/frame.ts';
@@ -50,15 +51,40 @@ class TsWriter implements SegmentWriter {
   }
 }
 
+/** SPS and PPS of an avcC as length-prefixed NAL units, to put in front of each IDR. */
+function parameterSets(avcC: Buffer): Buffer {
+  const { sps, pps } = parseAvcC(avcC);
+  const parts: Buffer[] = [];
+  for (const nal of [...sps, ...pps]) {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(nal.length);
+    parts.push(len, nal);
+  }
+  return Buffer.concat(parts);
+}
+
+function hasSps(avcc: Uint8Array): boolean {
+  return avcc.length > 4 && (avcc[4]! & 0x1f) === NalType.SPS;
+}
+
 class Fmp4Writer implements SegmentWriter {
   readonly extension = 'm4s';
   readonly init: Buffer;
   readonly #tracks: readonly Track[];
+  /** In-band parameter sets per H.264 track (the init segment's avc3 entry allows them). */
+  readonly #paramSets = new Map<number, Buffer>();
   #frames = new Map<number, Frame[]>();
 
   constructor(tracks: readonly Track[]) {
     this.#tracks = tracks;
     this.init = initSegment(tracks);
+    for (const t of tracks) if (t.kind === 'video' && t.codec === 'h264') this.#paramSets.set(t.id, parameterSets(t.config));
+  }
+
+  #sample(frame: Frame): Sample {
+    const ps = frame.keyframe ? this.#paramSets.get(frame.track) : undefined;
+    if (!ps || hasSps(frame.data.bytes)) return sampleOf(frame);
+    return { ...sampleOf(frame), data: Buffer.concat([ps, frame.data.bytes]) };
   }
 
   add(frame: Frame): void {
@@ -74,7 +100,7 @@ class Fmp4Writer implements SegmentWriter {
       const frames = this.#frames.get(track.id);
       if (!frames?.length) continue;
       // The next segment starts on a video keyframe, which ends the video track's last sample.
-      const part = { track, samples: frames.map(sampleOf), ...(track.kind === 'video' && nextDts !== undefined ? { nextDts } : {}) };
+      const part = { track, samples: frames.map((f) => this.#sample(f)), ...(track.kind === 'video' && nextDts !== undefined ? { nextDts } : {}) };
       parts.push(part);
     }
     try {

@@ -26,6 +26,8 @@ export interface StreamView {
   framesIn: number;
   framesDropped: number;
   outputs: number;
+  /** Output remarks, e.g. a track an output cannot carry. */
+  notes: Record<string, string>;
   tracks: TrackView[];
 }
 
@@ -46,6 +48,7 @@ export function streamView(s: Stream): StreamView {
     framesIn: s.framesIn,
     framesDropped: s.framesDropped,
     outputs: s.outputCount,
+    notes: Object.fromEntries(s.notes),
     tracks,
   };
 }
@@ -72,8 +75,9 @@ export function apiRoutes(registry: Registry): Route[] {
       handle: (_req, res, m) => {
         const s = registry.get(decodeURIComponent(m[1]!), decodeURIComponent(m[2]!));
         if (!s) throw new HttpError(404, 'no such stream');
-        s.publisher.close('kicked through the API');
+        // End the stream first so that it ends as 'kicked', not with the session's own close reason.
         s.end('kicked');
+        s.publisher.close('kicked through the API');
         res.writeHead(204).end();
       },
     },

@@ -47,6 +47,9 @@ export async function readBody(req: IncomingMessage, limit: number): Promise<Buf
   return Buffer.concat(chunks);
 }
 
+/** Dot segments, encoded dots, slashes and backslashes, and backslashes themselves. */
+const UNSAFE_PATH = /(^|\/)\.{1,2}(\/|$)|%2e|%2f|%5c|\\/i;
+
 export class Router {
   readonly #routes: Route[] = [];
 
@@ -56,6 +59,11 @@ export class Router {
 
   /** Finds the route; answers 404 for an unknown path and 405 for a known path with another method. */
   async dispatch(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    // URL parsing would resolve dot segments; a path that needs resolving addresses nothing here.
+    if (UNSAFE_PATH.test((req.url ?? '/').split('?')[0]!)) {
+      sendText(res, 404, 'not found\n');
+      return;
+    }
     const url = new URL(req.url ?? '/', 'http://localhost');
     const method = req.method ?? 'GET';
     let pathMatched = false;

@@ -1,8 +1,10 @@
 /** The one HTTP server: routes from every feature, plus /healthz and /metrics. */
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Metrics } from '../metrics.ts';
 import { Router, sendText, type Route } from './router.ts';
+import { listen } from '../net/listen.ts';
 
 export class HttpServer {
   readonly router = new Router();
@@ -31,21 +33,19 @@ export class HttpServer {
     this.#server.keepAliveTimeout = 5_000;
   }
 
+  /** Hands WebSocket upgrades to `handler`; a path it declines is refused. */
+  onUpgrade(handler: (req: IncomingMessage, socket: Duplex, head: Buffer) => boolean): void {
+    this.#server.on('upgrade', (req, socket, head) => {
+      if (!handler(req, socket, head)) socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n');
+    });
+  }
+
   add(...routes: Route[]): void {
     this.router.add(...routes);
   }
 
   listen(port: number, host: string): Promise<{ port: number; host: string }> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      this.#server.once('error', onError);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', onError);
-        const addr = this.#server.address();
-        if (addr === null || typeof addr === 'string') return reject(new Error('HTTP server has no address'));
-        resolve({ port: addr.port, host: addr.address });
-      });
-    });
+    return listen(this.#server, port, host, 'HTTP server');
   }
 
   async close(): Promise<void> {

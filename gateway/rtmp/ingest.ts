@@ -6,13 +6,12 @@ import { aacCodecString, parseAudioSpecificConfig } from '../../codecs/aac.ts';
 import type { AmfValue } from '../../codecs/amf0.ts';
 import { CodecError } from '../../codecs/errors.ts';
 import { parseAudioTag, parseVideoTag } from '../../codecs/flv.ts';
-import { avcCodecString, isIdr, parseAvcC, parseSps, toLengthSize4 } from '../../codecs/h264.ts';
+import { NalType, avcCodecString, buildAvcC, isIdr, nalUnits, parseAvcC, parseSps, toLengthSize4 } from '../../codecs/h264.ts';
 import { StreamClock, Unwrapper, rtmpMsTo90k } from '../../codecs/timestamps.ts';
+import { AUDIO_TRACK_ID as AUDIO_TRACK, VIDEO_TRACK_ID as VIDEO_TRACK } from '../../sessions/frame.ts';
 import type { BufferPool } from '../../sessions/pool.ts';
 import type { Stream } from '../../sessions/stream.ts';
 
-export const VIDEO_TRACK = 1;
-export const AUDIO_TRACK = 2;
 
 const FLV_AVC = 7;
 const FLV_AAC = 10;
@@ -30,6 +29,7 @@ export class RtmpIngest {
   readonly #audioTime = new Unwrapper(32);
   #nalLengthSize = 4;
   #videoReady = false;
+  #videoConfig: { sps: Buffer[]; pps: Buffer[] } | undefined;
   #audioReady = false;
   readonly #base: number;
   #lastDts: number | undefined;
@@ -68,25 +68,18 @@ export class RtmpIngest {
     const payload = body.subarray(h.payloadOffset);
     if (h.packetType === 'eos') return;
     if (h.packetType === 'config') {
+      // ffmpeg sends an empty sequence header when the encoder's config is not known yet (its tee
+      // muxer always does) and the real one with the first frame: wait for that.
+      if (payload.length === 0) return;
       const avc = parseAvcC(payload);
-      const spsNal = avc.sps[0];
-      if (!spsNal) throw new CodecError('h264', 'avcC without an SPS');
-      const sps = parseSps(spsNal);
       this.#nalLengthSize = avc.nalLengthSize;
-      this.#videoReady = true;
-      this.#stream.setTrack({
-        kind: 'video',
-        id: VIDEO_TRACK,
-        codec: 'h264',
-        config: Buffer.from(payload),
-        width: sps.width,
-        height: sps.height,
-        codecString: avcCodecString(sps),
-      });
+      this.#setVideoConfig(avc.sps, avc.pps, Buffer.from(payload));
       return;
     }
-    if (!this.#videoReady || payload.length === 0) return;
+    if (payload.length === 0) return;
     const data = toLengthSize4(payload, this.#nalLengthSize);
+    this.#inBandParameterSets(data);
+    if (!this.#videoReady) return;
     const dts = rtmpMsTo90k(this.#videoTime.unwrap(timestampMs));
     const pts = dts + rtmpMsTo90k(h.compositionTime);
     const keyframe = h.frameType === 1 && isIdr(data, 4);
@@ -103,12 +96,50 @@ export class RtmpIngest {
     });
   }
 
+  /**
+   * Encoders without a global header (ffmpeg's tee muxer, some hardware encoders) send SPS and PPS
+   * only inside keyframes: the track config comes from them, and changes when they do.
+   */
+  #inBandParameterSets(data: Uint8Array): void {
+    let sps: Buffer[] | undefined;
+    let pps: Buffer[] | undefined;
+    for (const nal of nalUnits(data, 4)) {
+      const type = nal[0]! & 0x1f;
+      if (type === NalType.SPS) (sps ??= []).push(nal);
+      else if (type === NalType.PPS) (pps ??= []).push(nal);
+    }
+    if (!sps || !pps) return;
+    const current = this.#videoConfig;
+    if (current && current.sps.length === sps.length && current.sps.every((s, i) => s.equals(sps[i]!)) && current.pps.length === pps.length && current.pps.every((p, i) => p.equals(pps[i]!))) {
+      return;
+    }
+    this.#setVideoConfig(sps, pps, buildAvcC(sps, pps));
+  }
+
+  #setVideoConfig(sps: readonly Buffer[], pps: readonly Buffer[], record: Buffer): void {
+    const spsNal = sps[0];
+    if (!spsNal) throw new CodecError('h264', 'avcC without an SPS');
+    const info = parseSps(spsNal);
+    this.#videoConfig = { sps: sps.map((b) => Buffer.from(b)), pps: pps.map((b) => Buffer.from(b)) };
+    this.#videoReady = true;
+    this.#stream.setTrack({
+      kind: 'video',
+      id: VIDEO_TRACK,
+      codec: 'h264',
+      config: record,
+      width: info.width,
+      height: info.height,
+      codecString: avcCodecString(info),
+    });
+  }
+
   /** One audio message. Throws CodecError for malformed data. */
   audio(body: Buffer, timestampMs: number): void {
     const h = parseAudioTag(body);
     if (h.soundFormat !== FLV_AAC) throw new CodecError('flv', `audio format ${h.soundFormat} is not supported (AAC only)`);
     const payload = body.subarray(h.payloadOffset);
     if (h.packetType === 'config') {
+      if (payload.length === 0) return;
       const asc = parseAudioSpecificConfig(payload);
       this.#audioReady = true;
       this.#stream.setTrack({

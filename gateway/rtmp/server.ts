@@ -2,6 +2,7 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { RtmpConnection, type RtmpConnectionDeps } from './connection.ts';
+import { listen } from '../net/listen.ts';
 
 export interface RtmpServerOptions extends RtmpConnectionDeps {
   maxConnections: number;
@@ -25,16 +26,7 @@ export class RtmpServer {
   }
 
   listen(port: number, host: string): Promise<{ port: number; host: string }> {
-    return new Promise((resolve, reject) => {
-      const onError = (err: Error): void => reject(err);
-      this.#server.once('error', onError);
-      this.#server.listen(port, host, () => {
-        this.#server.off('error', onError);
-        const addr = this.#server.address();
-        if (addr === null || typeof addr === 'string') return reject(new Error('RTMP server has no address'));
-        resolve({ port: addr.port, host: addr.address });
-      });
-    });
+    return listen(this.#server, port, host, 'RTMP server');
   }
 
   #accept(socket: Socket): void {

@@ -115,5 +115,4 @@ test('fuzz: readAdts and parseAudioSpecificConfig throw only CodecError', (t) =>
   const r2 = fuzz(t, ascs, (b) => void parseAudioSpecificConfig(b), { count: 5000, seed: 12, format: 'aac' });
   for (const r of [r1, r2]) t.true(r.accepted > 0 && r.rejected > 0, JSON.stringify(r));
   t.log(`10000 inputs in ${(r1.ms + r2.ms).toFixed(0)} ms`);
-  t.true(r1.ms + r2.ms < 1000);
 });

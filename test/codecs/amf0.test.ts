@@ -1,6 +1,7 @@
 import test from 'ava';
 import { decodeAmf0, encodeAmf0, type AmfObject, type AmfValue } from '../../codecs/amf0.ts';
 import { CodecError } from '../../codecs/errors.ts';
+import { prng } from '../helpers/prng.ts';
 
 /** The `connect` command payload ffmpeg 5.1 sent when publishing to rtmp://127.0.0.1:38825/live/cam
  *  (captured from the wire, chunk headers removed). */
@@ -173,18 +174,6 @@ test('encoder refuses what AMF0 cannot carry', (t) => {
   const shared = { a: 1 };
   t.deepEqual(decodeAmf0(encodeAmf0([shared, shared])), [[shared, shared]]);
 });
-
-/** mulberry32: a small deterministic PRNG, so a fuzz failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 test('fuzz: random and mutated inputs only ever throw CodecError', (t) => {
   const rand = prng(0xa3f0);

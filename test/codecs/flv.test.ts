@@ -16,6 +16,7 @@ import {
   videoTagHeader,
   type FlvTag,
 } from '../../codecs/flv.ts';
+import { prng } from '../helpers/prng.ts';
 
 /** The first 409 bytes of a 1 s 320x240 H.264 + mono 48 kHz AAC .flv made by ffmpeg 5.1: the file header,
  *  then the onMetaData, AVC sequence header and AAC sequence header tags, each with its PreviousTagSize. */
@@ -281,18 +282,6 @@ test('reads a whole .flv that ffmpeg writes and rewrites it byte for byte', (t) 
     rmSync(dir, { recursive: true, force: true });
   }
 });
-
-/** mulberry32: a small deterministic PRNG, so a fuzz failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function fuzz(t: ExecutionContext, seed: number, seeds: Buffer[], run: (b: Buffer) => void) {
   const rand = prng(seed);

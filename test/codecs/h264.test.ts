@@ -281,5 +281,4 @@ test('fuzz: parseSps, parseAvcC and nalUnits throw only CodecError', (t) => {
   for (const r of [r1, r2, r3]) t.true(r.accepted > 0 && r.rejected > 0, JSON.stringify(r));
   const ms = r1.ms + r2.ms + r3.ms;
   t.log(`12000 inputs in ${ms.toFixed(0)} ms`);
-  t.true(ms < 1000);
 });

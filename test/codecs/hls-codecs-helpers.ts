@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { CodecError } from '../../codecs/errors.ts';
+import { prng } from '../helpers/prng.ts';
 
 export interface RunResult {
   code: number | null;
@@ -116,18 +117,6 @@ export async function readStreams(file: string): Promise<{ codec: string; extrad
     if (s.height !== undefined) out.height = s.height;
     return out;
   });
-}
-
-/** mulberry32: a small deterministic PRNG. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A mutated copy of `seed`: bit flips, byte sets, truncation, insertion, deletion, duplication. */

@@ -1,7 +1,8 @@
 import test from 'ava';
 import { CodecError } from '../../codecs/errors.ts';
 import { type MediaPlaylist, parseMasterPlaylist, parseMediaPlaylist, type Variant, writeMasterPlaylist, writeMediaPlaylist } from '../../codecs/m3u8.ts';
-import { fuzz, prng } from './hls-codecs-helpers.ts';
+import { prng } from '../helpers/prng.ts';
+import { fuzz } from './hls-codecs-helpers.ts';
 
 const full: MediaPlaylist = {
   version: 7,
@@ -142,5 +143,4 @@ test('fuzz: parseMediaPlaylist throws only CodecError', (t) => {
   );
   for (const r of [r1, r2]) t.true(r.accepted > 0 && r.rejected > 0, JSON.stringify(r));
   t.log(`8000 inputs in ${(r1.ms + r2.ms).toFixed(0)} ms`);
-  t.true(r1.ms + r2.ms < 1000);
 });

@@ -259,16 +259,3 @@ test('TsMuxer output size: whole packets, every size of PES from 1 byte up acros
   walk(t, total); // continuity across calls
 });
 
-test('TsMuxer throughput (logged): 640x360 H.264 + AAC', async (t) => {
-  const f = await basicFixture(await tempDir(t));
-  const mux = new TsMuxer([f.video, f.audio]);
-  const samples = interleave(f.videoSamples, f.audioSamples);
-  let bytes = 0;
-  const start = performance.now();
-  for (let round = 0; round < 20; round++) {
-    for (const s of samples) bytes += mux.mux({ ...s, dts: s.dts + round * 180_000, pts: s.pts + round * 180_000 }).length;
-  }
-  const ms = performance.now() - start;
-  t.log(`${(bytes / 1e6).toFixed(1)} MB of TS in ${ms.toFixed(0)} ms (${((bytes / 1e6 / ms) * 1000).toFixed(0)} MB/s)`);
-  t.pass();
-});

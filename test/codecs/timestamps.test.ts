@@ -1,6 +1,7 @@
 import test from 'ava';
 import { CodecError } from '../../codecs/errors.ts';
 import { StreamClock, Unwrapper, rtmpMsTo90k, type Stamped } from '../../codecs/timestamps.ts';
+import { prng } from '../helpers/prng.ts';
 
 const HOUR = 3600 * 90_000;
 const VIDEO = 0;
@@ -231,21 +232,9 @@ test('non-finite input is a CodecError', (t) => {
   t.is(clock.stamp(VIDEO, 5, 5).dts, 0, 'a rejected sample leaves no state behind');
 });
 
-/** mulberry32: a small deterministic PRNG, so a failure reproduces. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 test('random clocks with jumps, repeats and reordering never break the invariants', (t) => {
   const rand = prng(42);
-  const start = Date.now();
+
   for (let round = 0; round < 50; round++) {
     const clock = new StreamClock();
     const tracks = 1 + Math.floor(rand() * 3);
@@ -271,5 +260,4 @@ test('random clocks with jumps, repeats and reordering never break the invariant
     }
   }
   t.pass();
-  t.true(Date.now() - start < 1000);
 });

@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseMediaPlaylist } from '../../codecs/m3u8.ts';
-import { launchChromium } from '../helpers/browser.ts';
-import { countPackets, publish } from '../helpers/ffmpeg.ts';
+import { launchChromium, newPage } from '../helpers/browser.ts';
+import { countPackets, encodeFlv, publish, publishFile } from '../helpers/ffmpeg.ts';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { run } from '../helpers/process.ts';
 import { hlsJsSource, serveStatic } from '../helpers/static-server.ts';
@@ -26,8 +26,8 @@ async function firstFrameIsKey(dir: string, gw: TestGateway, base: string, uri: 
   const file = join(dir, `${uri}.probe`);
   const { writeFileSync } = await import('node:fs');
   writeFileSync(file, bytes);
-  const r = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'frame=key_frame', '-read_intervals', '%+#1', '-of', 'csv=p=0', file], { timeoutMs: 20_000 });
-  return r.stdout.trim().split('\n')[0] === '1';
+  const r = await run('ffprobe', ['-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=flags', '-of', 'csv=p=0', file], { timeoutMs: 20_000 });
+  return r.stdout.trim().split('\n')[0]?.startsWith('K') === true;
 }
 
 for (const [app, format] of [['live', 'ts'], ['cmaf', 'fmp4']] as const) {
@@ -37,7 +37,8 @@ for (const [app, format] of [['live', 'ts'], ['cmaf', 'fmp4']] as const) {
     const dir = mkdtempSync(join(tmpdir(), 'trib-hls-'));
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     const sent = join(dir, 'sent.flv');
-    const ff = publish(gw.rtmpUrl(`${app}/show`), { seconds: 20, width: 640, height: 360, copyTo: sent });
+    await encodeFlv(sent, { seconds: 20, width: 640, height: 360 });
+    const ff = publishFile(gw.rtmpUrl(`${app}/show`), sent, 20);
     t.teardown(() => ff.kill());
     t.is((await ff.done).code, 0);
     const base = `/hls/${app}/show`;
@@ -159,7 +160,7 @@ for (const [app, format] of [['live', 'ts'], ['cmaf', 'fmp4']] as const) {
     t.teardown(() => site.close());
     const browser = await launchChromium();
     t.teardown(() => browser.close());
-    const page = await browser.newPage();
+    const page = await newPage(browser);
     await page.goto(site.url + '/');
     const src = gw.httpUrl(`/hls/${app}/play/index.m3u8`);
     const result = await page.evaluate(async (url) => {

@@ -7,10 +7,13 @@ import { encodeAmf0 } from '../../codecs/amf0.ts';
 import { MessageType } from '../../codecs/rtmp/chunks.ts';
 import { command, setChunkSize } from '../../codecs/rtmp/messages.ts';
 import type { Stream } from '../../sessions/stream.ts';
-import { countPackets, publish } from '../helpers/ffmpeg.ts';
+import { countPackets, encodeFlv, publish, publishFile } from '../helpers/ffmpeg.ts';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { RawRtmp } from '../helpers/raw-rtmp.ts';
 import { waitFor } from '../helpers/wait.ts';
+
+/** These tests look at ingest alone: HLS would hold segments in the pool for its grace period. */
+const NO_HLS = { hls: { enabled: false } };
 
 interface Ended {
   framesIn: number;
@@ -34,13 +37,14 @@ async function apiStreams(gw: TestGateway): Promise<Array<Record<string, unknown
 }
 
 test('ffmpeg publishes 10 s of 720p H.264 and AAC: listed with codecs and size, every frame counted, pool back to zero', async (t) => {
-  const gw = await startTestGateway();
+  const gw = await startTestGateway(NO_HLS);
   t.teardown(() => gw.close());
   const dir = mkdtempSync(join(tmpdir(), 'trib-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const ended = recordEnds(gw);
   const copy = join(dir, 'sent.flv');
-  const ff = publish(gw.rtmpUrl('live/test'), { seconds: 10, width: 1280, height: 720, copyTo: copy });
+  await encodeFlv(copy, { seconds: 10, width: 1280, height: 720 });
+  const ff = publishFile(gw.rtmpUrl('live/test'), copy, 10);
   t.teardown(() => ff.kill());
 
   const listed = await waitFor(
@@ -72,7 +76,7 @@ test('ffmpeg publishes 10 s of 720p H.264 and AAC: listed with codecs and size, 
 });
 
 test('a second publisher takes over a silent one within 1 s', async (t) => {
-  const gw = await startTestGateway();
+  const gw = await startTestGateway(NO_HLS);
   t.teardown(() => gw.close());
   const first = publish(gw.rtmpUrl('live/cam'), { seconds: 30, width: 320, height: 240 });
   t.teardown(() => first.kill());
@@ -98,15 +102,17 @@ test('a second publisher takes over a silent one within 1 s', async (t) => {
 });
 
 test('deadlines: a silent client and a client stuck after C0+C1 are cut at the handshake deadline; a stalled publisher at read-idle', async (t) => {
-  const gw = await startTestGateway({ deadlines: { handshakeMs: 400, idleMs: 800, writeStallMs: 2000 } });
+  const gw = await startTestGateway({ ...NO_HLS, deadlines: { handshakeMs: 400, idleMs: 800, writeStallMs: 2000 } });
   t.teardown(() => gw.close());
 
   const openAt = performance.now();
   const silent = connect(gw.rtmpPort, '127.0.0.1');
   silent.on('error', () => {});
+  silent.resume();
   const silentClosed = new Promise<number>((r) => silent.once('close', () => r(performance.now() - openAt)));
   const half = connect(gw.rtmpPort, '127.0.0.1', () => half.write(Buffer.concat([Buffer.from([3]), Buffer.alloc(1536)])));
   half.on('error', () => {});
+  half.resume();
   const halfClosed = new Promise<number>((r) => half.once('close', () => r(performance.now() - openAt)));
   const [silentMs, halfMs] = await Promise.all([silentClosed, halfClosed]);
   t.true(silentMs >= 350 && silentMs < 1500, `silent client closed after ${silentMs} ms`);
@@ -129,13 +135,14 @@ test('deadlines: a silent client and a client stuck after C0+C1 are cut at the h
 });
 
 test('bad input closes only its own connection, with a reason; a good publisher beside it loses nothing', async (t) => {
-  const gw = await startTestGateway({ rtmp: { maxChunkSize: 65536, maxMessageSize: 1 << 20 } });
+  const gw = await startTestGateway({ ...NO_HLS, rtmp: { maxChunkSize: 65536, maxMessageSize: 1 << 20 } });
   t.teardown(() => gw.close());
   const dir = mkdtempSync(join(tmpdir(), 'trib-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const ended = recordEnds(gw);
   const copy = join(dir, 'good.flv');
-  const good = publish(gw.rtmpUrl('live/good'), { seconds: 6, width: 320, height: 240, copyTo: copy });
+  await encodeFlv(copy, { seconds: 6, width: 320, height: 240 });
+  const good = publishFile(gw.rtmpUrl('live/good'), copy, 6);
   t.teardown(() => good.kill());
   await waitFor(() => gw.registry.get('live', 'good'), { timeoutMs: 10_000, what: 'the good publisher' });
 
@@ -202,7 +209,7 @@ test('a refused publish gets NetStream.Publish.BadName and no stream; the right 
 });
 
 test('DELETE /api/v1/streams/{app}/{name} kicks the publisher', async (t) => {
-  const gw = await startTestGateway();
+  const gw = await startTestGateway(NO_HLS);
   t.teardown(() => gw.close());
   const ff = publish(gw.rtmpUrl('live/kick'), { seconds: 30, width: 160, height: 120 });
   t.teardown(() => ff.kill());
@@ -213,4 +220,24 @@ test('DELETE /api/v1/streams/{app}/{name} kicks the publisher', async (t) => {
   const r = await ff.done;
   t.not(r.code, 0);
   t.is(gw.registry.size, 0);
+});
+
+test('the events WebSocket tells of a publish and its end', async (t) => {
+  const { WebSocket } = await import('ws');
+  const gw = await startTestGateway(NO_HLS);
+  t.teardown(() => gw.close());
+  const ws = new WebSocket(`ws://127.0.0.1:${gw.httpPort}/api/v1/events`);
+  t.teardown(() => ws.terminate());
+  const events: Array<{ type: string; stream?: { name: string }; name?: string; reason?: string }> = [];
+  ws.on('message', (d) => events.push(JSON.parse(String(d)) as (typeof events)[number]));
+  await waitFor(() => events.some((e) => e.type === 'hello'), { timeoutMs: 5000, what: 'hello' });
+  const ff = publish(gw.rtmpUrl('live/ev'), { seconds: 1, width: 160, height: 120 });
+  t.teardown(() => ff.kill());
+  await waitFor(() => events.find((e) => e.type === 'unpublish'), { timeoutMs: 15_000, what: 'the unpublish event' });
+  t.deepEqual(
+    events.map((e) => e.type),
+    ['hello', 'publish', 'unpublish'],
+  );
+  t.is(events[1]!.stream!.name, 'ev');
+  t.like(events[2], { name: 'ev', reason: 'unpublished' });
 });

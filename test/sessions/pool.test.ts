@@ -2,19 +2,25 @@ import test from 'ava';
 import { setImmediate as tick } from 'node:timers/promises';
 import { BufferPool, PoolExhaustedError, type PooledBuffer } from '../../sessions/pool.ts';
 
-test('size classes: powers of two from minClass, exact above maxClass', (t) => {
+test('size classes: quarter steps of each power of two from minClass, exact above maxClass', (t) => {
   const pool = new BufferPool({ maxBytes: 1 << 20, minClass: 256, maxClass: 4096 });
   t.is(pool.classFor(0), 256);
   t.is(pool.classFor(1), 256);
   t.is(pool.classFor(256), 256);
-  t.is(pool.classFor(257), 512);
+  t.is(pool.classFor(257), 320);
   t.is(pool.classFor(1000), 1024);
+  t.is(pool.classFor(1025), 1280);
+  t.is(pool.classFor(3000), 3072);
   t.is(pool.classFor(4096), 4096);
   t.is(pool.classFor(4097), 4097);
+  for (let size = 257; size <= 4096; size += 37) {
+    const c = pool.classFor(size);
+    t.true(c >= size && c <= size * 1.25, `class ${c} for ${size}`);
+  }
   const b = pool.alloc(300);
   t.is(b.length, 300);
   t.is(b.bytes.length, 300);
-  t.is(pool.bytesInUse, 512, 'accounted by class size');
+  t.is(pool.bytesInUse, 320, 'accounted by class size');
   b.release();
   const big = pool.alloc(5000);
   t.is(pool.bytesInUse, 5000);
