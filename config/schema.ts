@@ -5,6 +5,24 @@ const port = z.number().int().min(0).max(65535);
 const ms = z.number().int().min(1).max(3_600_000);
 const bytes = z.number().int().min(1);
 
+/** An outbound RTMP URL: rtmp://host[:port]/app/name[?query]; a push template may leave out the name. */
+const rtmpUrl = (minSegments: 1 | 2) =>
+  z
+    .string()
+    .max(2048)
+    .refine(
+      (u) => {
+        try {
+          const url = new URL(u);
+          return url.protocol === 'rtmp:' && url.hostname !== '' && url.pathname.split('/').filter(Boolean).length >= minSegments;
+        } catch {
+          return false;
+        }
+      },
+      minSegments === 2 ? 'expected rtmp://host[:port]/app/name' : 'expected rtmp://host[:port]/app[/name]',
+    );
+const streamPart = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$/, 'letters, digits, _ . - (up to 128)');
+
 const listen = (defaultPort: number) =>
   z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(defaultPort) }).prefault({});
 
@@ -79,6 +97,29 @@ export const configSchema = z
       })
       .prefault({}),
     shutdown: z.strictObject({ graceMs: ms.default(5000) }).prefault({}),
+    /** Outbound RTMP (pulls and re-pushes): a connect timeout on top of `deadlines`, backoff and a breaker per target. */
+    outbound: z
+      .strictObject({
+        connectTimeoutMs: ms.default(5000),
+        /** Reconnect delays: exponential from initialMs, capped at maxMs, each drawn in [d/2, d) (jitter). */
+        backoff: z.strictObject({ initialMs: ms.default(1000), maxMs: ms.default(30_000) }).prefault({}),
+        /** Consecutive failed attempts that open a target's breaker; it then lets one probe through per backoff delay. */
+        breaker: z.strictObject({ failures: z.number().int().min(1).max(1000).default(5) }).prefault({}),
+        maxPulls: z.number().int().min(1).default(100),
+        maxPushesPerStream: z.number().int().min(1).default(10),
+      })
+      .prefault({})
+      .refine((o) => o.backoff.maxMs >= o.backoff.initialMs, { message: 'backoff.maxMs must be >= backoff.initialMs', path: ['backoff', 'maxMs'] }),
+    /** Streams pulled from remote RTMP servers and published here as app/name. */
+    pulls: z
+      .array(z.strictObject({ url: rtmpUrl(2), app: streamPart, name: streamPart, key: z.string().min(1).optional() }))
+      .default([])
+      .refine((ps) => new Set(ps.map((p) => `${p.app}/${p.name}`)).size === ps.length, 'two pulls publish the same app/name'),
+    /**
+     * Re-push per app: every stream of the app goes to each URL. `{app}` and `{name}` are substituted; a URL
+     * with only an app in its path gets `/{name}` appended.
+     */
+    push: z.record(streamPart, z.array(rtmpUrl(1))).default({}),
   })
   .prefault({});
 

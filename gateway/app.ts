@@ -12,6 +12,10 @@ import { apiRoutes } from './http/api.ts';
 import { EventsSocket } from './http/events.ts';
 import { HttpServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
+import { BREAKER_STATE_VALUE, BreakerRegistry } from './net/breaker.ts';
+import { outboundRoutes } from './http/pulls-api.ts';
+import { PullManager, type OutboundDeps } from './rtmp/pull.ts';
+import { PushManager } from './rtmp/push.ts';
 import { RtmpServer } from './rtmp/server.ts';
 import { whipRoutes } from './webrtc/whip.ts';
 
@@ -22,6 +26,9 @@ export interface Gateway {
   readonly registry: Registry;
   readonly metrics: Metrics;
   readonly hls: HlsService;
+  readonly pulls: PullManager;
+  readonly pushes: PushManager;
+  readonly breakers: BreakerRegistry;
   /** Stops accepting, ends every session, closes the listeners. */
   close(reason?: string): Promise<void>;
 }
@@ -61,8 +68,26 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     maxConnections: config.rtmp.maxConnections,
   });
   const hls = new HlsService(config.hls, registry, pool, log);
+  const breakers = new BreakerRegistry({ ...config.outbound.backoff, failures: config.outbound.breaker.failures });
+  metrics.breakers = () => breakers.list().map((b) => ({ target: b.target, state: BREAKER_STATE_VALUE[b.state] }));
+  const outbound: OutboundDeps = {
+    registry,
+    pool,
+    metrics,
+    log,
+    breakers,
+    settings: {
+      connectTimeoutMs: config.outbound.connectTimeoutMs,
+      deadlines: config.deadlines,
+      maxChunkSize: config.rtmp.maxChunkSize,
+      maxMessageSize: config.rtmp.maxMessageSize,
+      outChunkSize: config.rtmp.outChunkSize,
+    },
+  };
+  const pulls = new PullManager(outbound, config.outbound.maxPulls);
+  const pushes = new PushManager(outbound, config.push, config.outbound.maxPushesPerStream);
   const http = new HttpServer(metrics, log);
-  http.add(...apiRoutes(registry), ...hls.routes());
+  http.add(...apiRoutes(registry), ...hls.routes(), ...outboundRoutes(pulls, pushes, breakers));
   const whip = config.webrtc.enabled
     ? whipRoutes({
         registry,
@@ -89,21 +114,26 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   try {
     httpAddr = await http.listen(config.http.listen.port, config.http.listen.host);
   } catch (err) {
-    await rtmp.close('startup failed');
+    await Promise.all([rtmp.close('startup failed'), pushes.close('startup failed')]);
     throw err;
   }
   log.info({ rtmp: rtmpAddr, http: httpAddr }, 'listening');
 
   let closing: Promise<void> | undefined;
-  return {
+  const gateway: Gateway = {
     rtmpPort: rtmpAddr.port,
     httpPort: httpAddr.port,
     pool,
     registry,
     metrics,
     hls,
+    pulls,
+    pushes,
+    breakers,
     close(reason = 'server shutting down') {
       closing ??= (async () => {
+        // Outbound first, so that nothing reconnects while the rest closes.
+        await Promise.all([pulls.close(reason), pushes.close(reason)]);
         registry.close(reason);
         events.close();
         await Promise.all([rtmp.close(reason), whip?.close(), http.close()]);
@@ -112,4 +142,11 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
       return closing;
     },
   };
+  try {
+    for (const p of config.pulls) pulls.add(p, 'config');
+  } catch (err) {
+    await gateway.close('startup failed');
+    throw err;
+  }
+  return gateway;
 }

@@ -10,6 +10,10 @@ export class Metrics {
   readonly rejectedInput: client.Counter<'protocol' | 'reason'>;
   readonly sessions: client.Counter<'protocol' | 'result'>;
   readonly framesDropped: client.Counter;
+  readonly framesOut: client.Counter<'output'>;
+  readonly outboundAttempts: client.Counter<'kind' | 'result'>;
+  /** Set by the wiring: the outbound breakers, for tributary_breaker_state. */
+  breakers: (() => Iterable<{ target: string; state: number }>) | undefined;
 
   constructor(streams: StreamRegistry, pool: BufferPool) {
     const registers = [this.registry];
@@ -61,6 +65,29 @@ export class Metrics {
       name: 'tributary_output_frames_dropped_total',
       help: 'Frames outputs skipped because they fell behind (to the next keyframe)',
       registers,
+    });
+    this.framesOut = new client.Counter({
+      name: 'tributary_rtmp_frames_out_total',
+      help: 'Frames written to RTMP outputs: players (play) and re-push destinations (push)',
+      labelNames: ['output'],
+      registers,
+    });
+    this.outboundAttempts = new client.Counter({
+      name: 'tributary_outbound_attempts_total',
+      help: 'Outbound connection attempts (pull, push) by result: ok, or why they failed',
+      labelNames: ['kind', 'result'],
+      registers,
+    });
+    const metrics = this;
+    new client.Gauge({
+      name: 'tributary_breaker_state',
+      help: 'Circuit breaker per outbound target: 0 closed, 1 open, 2 half-open',
+      labelNames: ['target'],
+      registers,
+      collect() {
+        this.reset();
+        for (const b of metrics.breakers?.() ?? []) this.set({ target: b.target }, b.state);
+      },
     });
   }
 }

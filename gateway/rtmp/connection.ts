@@ -31,6 +31,7 @@ import type { Stream } from '../../sessions/stream.ts';
 import type { Metrics } from '../metrics.ts';
 import { SocketDeadlines, type DeadlineKind, type DeadlineOptions } from '../net/deadlines.ts';
 import { RtmpIngest } from './ingest.ts';
+import { PlaySession } from './play.ts';
 
 export interface RtmpConnectionDeps {
   registry: Registry;
@@ -73,6 +74,7 @@ export class RtmpConnection {
   /** Media that arrived while the publish was being authorised, replayed once it is accepted. */
   #pending: RtmpMessage[] | undefined;
   #pendingBytes = 0;
+  #play: PlaySession | undefined;
   readonly #closeListeners: Array<() => void> = [];
 
   constructor(socket: Socket, id: string, deps: RtmpConnectionDeps) {
@@ -106,8 +108,15 @@ export class RtmpConnection {
     this.#stream = undefined;
     this.#ingest = undefined;
     stream?.end(reason);
+    const play = this.#play;
+    this.#play = undefined;
+    const fields = stream
+      ? { stream: stream.key, framesIn: stream.framesIn, bytesIn: stream.bytesIn }
+      : play
+        ? { playing: play.stream.key, framesOut: play.framesOut, framesDropped: play.dropped }
+        : {};
+    play?.close();
     this.#deps.metrics.sessions.inc({ protocol: 'rtmp', result });
-    const fields = stream ? { stream: stream.key, framesIn: stream.framesIn, bytesIn: stream.bytesIn } : {};
     this.#log.info({ ...fields, reason }, 'session end');
     if (flush && !this.#socket.destroyed) {
       // Let what was written (a refusal status) reach the peer, but never wait on it for long.
@@ -179,13 +188,16 @@ export class RtmpConnection {
     return rest;
   }
 
-  #write(bytes: Buffer): void {
-    if (this.#socket.destroyed) return;
-    this.#deadlines.wrote(this.#socket.write(bytes));
+  /** Returns false when the socket buffer is full (the write-stall deadline runs until it drains). */
+  #write(bytes: Buffer): boolean {
+    if (this.#socket.destroyed) return true;
+    const flushed = this.#socket.write(bytes);
+    this.#deadlines.wrote(flushed);
+    return flushed;
   }
 
-  #send(csid: number, msg: RtmpMessage): void {
-    this.#write(encodeMessage(csid, msg, this.#deps.outChunkSize));
+  #send(csid: number, msg: RtmpMessage): boolean {
+    return this.#write(encodeMessage(csid, msg, this.#deps.outChunkSize));
   }
 
   #maybeAck(): void {
@@ -248,10 +260,17 @@ export class RtmpConnection {
         this.#pending = [];
         this.#onPublish(cmd, streamId).catch((err: unknown) => this.#fail(err));
         return;
+      case 'play':
+        return this.#onPlay(cmd, streamId);
+      case 'getStreamLength':
+        // A live stream has no length; 0 tells the player so.
+        this.#send(Csid.Command, command(0, '_result', cmd.transactionId, null, 0));
+        return;
       case 'FCUnpublish':
       case 'deleteStream':
       case 'closeStream':
         if (this.#publishing) this.#unpublish();
+        else if (this.#play) this.close('player stopped playing', 'closed', true);
         return;
       default:
         this.#log.debug({ command: cmd.name }, 'ignored command');
@@ -285,8 +304,8 @@ export class RtmpConnection {
       this.#onStatus(streamId, 'error', 'NetStream.Publish.BadName', 'connect first');
       return this.#reject('publish before connect', 'rtmp');
     }
-    if (this.#publishing) {
-      this.#onStatus(streamId, 'error', 'NetStream.Publish.BadName', 'already publishing');
+    if (this.#publishing || this.#play) {
+      this.#onStatus(streamId, 'error', 'NetStream.Publish.BadName', 'already publishing or playing');
       return;
     }
     this.#publishing = true;
@@ -322,6 +341,39 @@ export class RtmpConnection {
     this.#pending = undefined;
     this.#pendingBytes = 0;
     for (const msg of pending) this.#onMessage(msg);
+  }
+
+  #onPlay(cmd: Command, streamId: number): void {
+    const raw = cmd.args[0];
+    if (typeof raw !== 'string' || raw === '') throw new CodecError('rtmp', 'play without a stream name');
+    if (!this.#app) return this.#reject('play before connect', 'rtmp');
+    if (this.#publishing || this.#play) {
+      this.#onStatus(streamId, 'error', 'NetStream.Play.Failed', 'this connection is already publishing or playing');
+      return;
+    }
+    const { base: name } = splitQuery(raw);
+    const stream = this.#deps.registry.get(this.#app, name);
+    if (!stream) {
+      this.#onStatus(streamId, 'error', 'NetStream.Play.StreamNotFound', `${this.#app}/${name} is not live`);
+      this.#log.info({ app: this.#app, name }, 'play refused: stream not live');
+      this.close('play of a stream that is not live', 'not_found', true);
+      return;
+    }
+    // A player only receives: its writes are watched (write-stall), not its reads.
+    this.#deadlines.disableIdle();
+    this.#play = new PlaySession({
+      stream,
+      streamId,
+      send: (csid, msg) => this.#send(csid, msg),
+      onDrain: (fn) => {
+        this.#socket.once('drain', fn);
+        return () => this.#socket.off('drain', fn);
+      },
+      log: this.#log,
+      metrics: this.#deps.metrics,
+      onEnd: (reason) => this.close(`played stream ended: ${reason}`, 'ended', true),
+    });
+    this.#log.info({ stream: stream.key }, 'session start: playing');
   }
 
   #unpublish(): void {

@@ -16,6 +16,11 @@ import type { Stream } from '../../sessions/stream.ts';
 const FLV_AVC = 7;
 const FLV_AAC = 10;
 
+export interface RtmpIngestOptions {
+  /** Added to every DTS and PTS (90 kHz): a pull that reconnects continues the timeline of its last publication. */
+  baseDts?: number;
+}
+
 export class RtmpIngest {
   readonly #stream: Stream;
   readonly #pool: BufferPool;
@@ -26,10 +31,25 @@ export class RtmpIngest {
   #videoReady = false;
   #videoConfig: { sps: Buffer[]; pps: Buffer[] } | undefined;
   #audioReady = false;
+  readonly #base: number;
+  #lastDts: number | undefined;
 
-  constructor(stream: Stream, pool: BufferPool) {
+  constructor(stream: Stream, pool: BufferPool, opts: RtmpIngestOptions = {}) {
     this.#stream = stream;
     this.#pool = pool;
+    this.#base = opts.baseDts ?? 0;
+  }
+
+  /** The highest DTS pushed so far (base included), if any. */
+  get lastDts(): number | undefined {
+    return this.#lastDts;
+  }
+
+  #stamp(track: number, dts: number, pts: number): { dts: number; pts: number; discontinuity: boolean } {
+    const t = this.#clock.stamp(track, dts, pts);
+    const out = { dts: t.dts + this.#base, pts: t.pts + this.#base, discontinuity: t.discontinuity };
+    if (this.#lastDts === undefined || out.dts > this.#lastDts) this.#lastDts = out.dts;
+    return out;
   }
 
   /** `@setDataFrame onMetaData {...}` or a bare `onMetaData {...}`. */
@@ -63,7 +83,7 @@ export class RtmpIngest {
     const dts = rtmpMsTo90k(this.#videoTime.unwrap(timestampMs));
     const pts = dts + rtmpMsTo90k(h.compositionTime);
     const keyframe = h.frameType === 1 && isIdr(data, 4);
-    const t = this.#clock.stamp(VIDEO_TRACK, dts, pts);
+    const t = this.#stamp(VIDEO_TRACK, dts, pts);
     this.#stream.push({
       track: VIDEO_TRACK,
       kind: 'video',
@@ -135,7 +155,7 @@ export class RtmpIngest {
     }
     if (!this.#audioReady || payload.length === 0) return;
     const dts = rtmpMsTo90k(this.#audioTime.unwrap(timestampMs));
-    const t = this.#clock.stamp(AUDIO_TRACK, dts, dts);
+    const t = this.#stamp(AUDIO_TRACK, dts, dts);
     this.#stream.push({
       track: AUDIO_TRACK,
       kind: 'audio',
