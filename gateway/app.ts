@@ -13,6 +13,7 @@ import { EventsSocket } from './http/events.ts';
 import { HttpServer } from './http/server.ts';
 import { Metrics } from './metrics.ts';
 import { RtmpServer } from './rtmp/server.ts';
+import { TranscodeService } from './transcode/service.ts';
 import { whipRoutes } from './webrtc/whip.ts';
 
 export interface Gateway {
@@ -22,6 +23,8 @@ export interface Gateway {
   readonly registry: Registry;
   readonly metrics: Metrics;
   readonly hls: HlsService;
+  /** Transcoding, when an app has renditions configured. */
+  readonly transcode: TranscodeService | undefined;
   /** Stops accepting, ends every session, closes the listeners. */
   close(reason?: string): Promise<void>;
 }
@@ -61,8 +64,23 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     maxConnections: config.rtmp.maxConnections,
   });
   const hls = new HlsService(config.hls, registry, pool, log);
+  const transcoding = config.transcode.enabled && Object.keys(config.transcode.apps).length > 0;
+  // Probes the GPU once (backend auto or gpu); gpu without a device stops the start here.
+  const transcode = transcoding
+    ? await TranscodeService.start({
+        config: config.transcode,
+        registry,
+        pool,
+        log,
+        streamKeys: config.auth.streamKeys,
+        hasPlaylist: (app, name) => hls.packager(app, name)?.playlist !== undefined,
+        onRefused: () => metrics.transcodesRefused.inc(),
+        onRestarted: (reason) => metrics.transcodesRestarted.inc({ reason }),
+      })
+    : undefined;
+  metrics.transcode = transcode;
   const http = new HttpServer(metrics, log);
-  http.add(...apiRoutes(registry), ...hls.routes());
+  http.add(...apiRoutes(registry, transcode ? { transcode: (s) => transcode.view(s) } : {}), ...hls.routes(), ...(transcode?.routes() ?? []));
   const whip = config.webrtc.enabled
     ? whipRoutes({
         registry,
@@ -88,7 +106,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   try {
     httpAddr = await http.listen(config.http.listen.port, config.http.listen.host);
   } catch (err) {
-    await rtmp.close('startup failed');
+    await Promise.all([rtmp.close('startup failed'), transcode?.close()]);
     throw err;
   }
   log.info({ rtmp: rtmpAddr, http: httpAddr }, 'listening');
@@ -101,11 +119,12 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     registry,
     metrics,
     hls,
+    transcode,
     close(reason = 'server shutting down') {
       closing ??= (async () => {
         registry.close(reason);
         events.close();
-        await Promise.all([rtmp.close(reason), whip?.close(), http.close()]);
+        await Promise.all([rtmp.close(reason), whip?.close(), http.close(), transcode?.close()]);
         hls.close();
       })();
       return closing;
