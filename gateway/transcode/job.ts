@@ -28,6 +28,8 @@ const MAX_IN_FLIGHT = 120;
 const HEALTHY_AFTER_MS = 30_000;
 /** How long a finishing worker may take to flush before it is terminated. */
 const FINISH_GRACE_MS = 10_000;
+/** How long a worker asked to stop may take before it is terminated. */
+const STOP_GRACE_MS = 2_000;
 /** How long terminate() may take before the thread is given up on (a native call that never returns). */
 const TERMINATE_TIMEOUT_MS = 5_000;
 
@@ -273,14 +275,12 @@ export class TranscodeJob {
   }
 
   /**
-   * Fault injection for tests and drills: 'crash' terminates the worker thread behind the job's
-   * back (as a crash would); 'hang' blocks it (a stuck encoder); 'throw' makes it fail with an error.
+   * Fault injection for tests and drills: 'crash' ends the worker thread at once, behind the job's
+   * back (exit code 1, nothing freed, as a kill or a fatal error would); 'hang' blocks it (a stuck
+   * encoder); 'throw' makes it fail with an error.
    */
   injectFault(fault: 'crash' | 'hang' | 'throw'): void {
-    const w = this.#worker;
-    if (!w) return;
-    if (fault === 'crash') void w.terminate();
-    else w.post({ type: 'fault', fault });
+    this.#worker?.post({ type: 'fault', fault: fault === 'crash' ? 'exit' : fault });
   }
 
   // --- worker ----------------------------------------------------------------------------------
@@ -460,7 +460,8 @@ export class TranscodeJob {
       if (s.state === 'active') s.state = 'restarting';
       s.needKeyframe = true;
     }
-    await this.#stopWorker();
+    // A stalled worker is most likely stuck: a short grace before it is terminated.
+    await this.#stopWorker(kind === 'stall' ? 500 : STOP_GRACE_MS);
     if (this.#state !== 'restarting') return;
     const { maxRestarts, restartBackoffMs, maxRestartBackoffMs } = this.#deps.settings;
     if (this.#failuresInRow > maxRestarts) {
@@ -519,21 +520,31 @@ export class TranscodeJob {
     if (q) this.source.detach(q);
   }
 
-  /** Terminates the worker (if any) and waits for it, within a deadline. */
-  async #stopWorker(): Promise<void> {
+  /**
+   * Stops the worker (if any) and waits for it to exit. It is asked first: terminate() while the
+   * thread is inside a node-av call makes that call's failing N-API throw fatal, which aborts the
+   * whole process; so only a worker that does not answer within `graceMs` (stuck) is terminated.
+   */
+  async #stopWorker(graceMs = STOP_GRACE_MS): Promise<void> {
     const w = this.#worker;
     this.#worker = undefined;
     this.#detachQueue();
     if (!w) return;
-    let timer: NodeJS.Timeout | undefined;
-    const gaveUp = await Promise.race([
-      w.terminate().then(() => false),
-      new Promise<boolean>((resolve) => {
-        timer = setTimeout(() => resolve(true), TERMINATE_TIMEOUT_MS);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (gaveUp) this.#log.error({ thread: w.threadId }, 'transcode worker did not exit after terminate (a native call that does not return); leaving it');
+    w.post({ type: 'stop' });
+    const within = (p: Promise<unknown>, ms: number): Promise<boolean> => {
+      let timer: NodeJS.Timeout | undefined;
+      return Promise.race([
+        p.then(() => true),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(false), ms);
+        }),
+      ]).finally(() => clearTimeout(timer));
+    };
+    if (await within(w.exited, graceMs)) return;
+    this.#log.warn({ thread: w.threadId, graceMs }, 'transcode worker did not stop when asked; terminating it');
+    if (!(await within(w.terminate(), TERMINATE_TIMEOUT_MS))) {
+      this.#log.error({ thread: w.threadId }, 'transcode worker did not exit after terminate (a native call that does not return); leaving it');
+    }
   }
 
   #clearTimers(): void {

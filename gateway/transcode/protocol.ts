@@ -27,8 +27,10 @@ export type ToWorker =
   | { readonly type: 'frame'; readonly frame: WireFrame }
   /** The source ended: flush, report and exit. */
   | { readonly type: 'end' }
-  /** Fault injection for tests: block the thread (a stuck encoder) or throw (a native failure). */
-  | { readonly type: 'fault'; readonly fault: 'hang' | 'throw' };
+  /** Stop now: free everything and exit, without flushing. */
+  | { readonly type: 'stop' }
+  /** Fault injection for tests: block the thread (a stuck encoder), throw (a native failure), or die at once. */
+  | { readonly type: 'fault'; readonly fault: 'hang' | 'throw' | 'exit' };
 
 export type FromWorker =
   | { readonly type: 'ready'; readonly pool: FramePoolStats }

@@ -83,8 +83,12 @@ async function transcode(options: Extract<WorkerInit, { mode: 'transcode' }>['op
           finish();
           return;
         }
+        case 'stop':
+          finish();
+          return;
         case 'fault':
           if (m.fault === 'throw') throw new TranscodeError('encode', 'injected failure');
+          if (m.fault === 'exit') process.exit(1);
           // A stuck native call: nothing of this thread runs any more.
           for (;;);
       }
