@@ -1,4 +1,7 @@
 /** The one config schema, with defaults that run with no file at all. */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { z } from 'zod';
 
 const port = z.number().int().min(0).max(65535);
@@ -25,6 +28,48 @@ const streamPart = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$/, 'let
 
 const listen = (defaultPort: number) =>
   z.strictObject({ host: z.string().min(1).default('0.0.0.0'), port: port.default(defaultPort) }).prefault({});
+
+const BITRATE = /^(\d+(?:\.\d+)?)([kKmM]?)$/;
+/** Bits per second: a number, or '2500k', '2.5M', '800000'. */
+const bitrate = z
+  .union([z.number().int().min(1000), z.string().regex(BITRATE, 'expected a bitrate such as 2500k, 2.5M or 800000')])
+  .transform((v) => {
+    if (typeof v === 'number') return v;
+    const m = BITRATE.exec(v)!;
+    return Math.round(Number(m[1]) * (m[2] === '' ? 1 : m[2]!.toLowerCase() === 'k' ? 1000 : 1_000_000));
+  })
+  .refine((v) => v >= 1000 && v <= 200_000_000, 'a bitrate from 1k to 200M');
+
+const rendition = z.strictObject({
+  /** The rendition stream is `{app}/{name}_{this name}`. */
+  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/, 'letters, digits, _ and - (up to 32)'),
+  /** Output height; the width keeps the source's aspect ratio. Without a height the video is copied (audio still becomes AAC). */
+  height: z.number().int().min(16).max(4320).optional(),
+  /** Video bitrate; required with a height. */
+  bitrate: bitrate.optional(),
+});
+
+let nodeAvChecked: { error: string | undefined } | undefined;
+
+/** Why node-av (the optional transcoding dependency) cannot load in this process; undefined when it can. */
+function nodeAvLoadError(): string | undefined {
+  nodeAvChecked ??= (() => {
+    try {
+      const require = createRequire(import.meta.url);
+      const entry = require.resolve('node-av/lib');
+      const root = join(dirname(entry), '..', '..');
+      const local = [join(root, 'build', 'Release', 'node-av.node'), join(root, 'binary', 'node-av.node')].find((p) => existsSync(p));
+      createRequire(entry)(local ?? `@seydx/node-av-${process.platform}-${process.arch}/node-av.node`);
+      return { error: undefined };
+    } catch (err) {
+      return { error: (err as Error).message.split('\n')[0] };
+    }
+  })();
+  return nodeAvChecked.error;
+}
+
+/** The node-av check that transcode validation runs (replaceable in tests). */
+export const transcodeDependency = { loadError: nodeAvLoadError };
 
 export const configSchema = z
   .strictObject({
@@ -94,6 +139,62 @@ export const configSchema = z
         graceMs: ms.default(30_000),
         /** Also write segments and playlists under this directory (off by default: memory is the source). */
         directory: z.string().min(1).optional(),
+      })
+      .prefault({}),
+    transcode: z
+      .strictObject({
+        enabled: z.boolean().default(true),
+        /** Per app: the renditions every stream of the app gets, each a stream `{app}/{name}_{rendition}`. */
+        apps: z.record(z.string(), z.strictObject({ renditions: z.array(rendition).min(1).max(8) })).default({}),
+        /** Renditions transcoding at once across all streams; past it a rendition is refused. */
+        maxConcurrent: z.number().int().min(1).max(256).default(4),
+        /** A transcode with input waiting and no output for this long is torn down and restarted. */
+        stallMs: ms.default(10_000),
+        /** Restarts back off exponentially from this delay, with jitter... */
+        restartBackoffMs: ms.default(500),
+        /** ...up to this one; */
+        maxRestartBackoffMs: ms.default(30_000),
+        /** after this many failures in a row the renditions end as failed. */
+        maxRestarts: z.number().int().min(0).max(100).default(5),
+        /** AAC bitrate for Opus sources (WebRTC). */
+        audioBitrate: bitrate.default(128_000),
+        /** libx264 preset on the CPU backend. */
+        preset: z.enum(['ultrafast', 'superfast', 'veryfast', 'faster', 'fast', 'medium']).default('veryfast'),
+        /** Decoder and encoder threads per transcode on the CPU backend. */
+        threads: z.number().int().min(1).max(16).default(1),
+        /** Longest rendition GOP when the source's keyframes are further apart. */
+        gopSeconds: z.number().min(0.5).max(10).default(2),
+        pool: z
+          .strictObject({
+            /** Where decoded frames live: auto probes for a CUDA device once at start-up. */
+            backend: z.enum(['auto', 'gpu', 'cpu']).default('auto'),
+            /** Decoded-frame slots per transcode (CUDA surfaces on the GPU). */
+            size: z.number().int().min(2).max(256).default(16),
+            /** CUDA device for the GPU backend (index or name). */
+            device: z.string().min(1).optional(),
+          })
+          .prefault({}),
+      })
+      .superRefine((t, ctx) => {
+        const apps = Object.entries(t.apps);
+        for (const [app, { renditions }] of apps) {
+          const seen = new Set<string>();
+          renditions.forEach((r, i) => {
+            if (seen.has(r.name)) ctx.addIssue({ code: 'custom', path: ['apps', app, 'renditions', i, 'name'], message: `rendition name ${r.name} is used twice` });
+            seen.add(r.name);
+            if (r.height !== undefined && r.bitrate === undefined) ctx.addIssue({ code: 'custom', path: ['apps', app, 'renditions', i, 'bitrate'], message: 'a rendition with a height needs a bitrate' });
+          });
+        }
+        if (t.enabled && apps.length > 0) {
+          const why = transcodeDependency.loadError();
+          if (why !== undefined) {
+            ctx.addIssue({
+              code: 'custom',
+              path: ['apps'],
+              message: `renditions are configured but node-av (the optional transcoding dependency) cannot be loaded: ${why}. Install it (npm install node-av) or remove transcode.apps`,
+            });
+          }
+        }
       })
       .prefault({}),
     shutdown: z.strictObject({ graceMs: ms.default(5000) }).prefault({}),

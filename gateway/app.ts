@@ -17,6 +17,7 @@ import { outboundRoutes } from './http/pulls-api.ts';
 import { PullManager, type OutboundDeps } from './rtmp/pull.ts';
 import { PushManager } from './rtmp/push.ts';
 import { RtmpServer } from './rtmp/server.ts';
+import { TranscodeService } from './transcode/service.ts';
 import { whipRoutes } from './webrtc/whip.ts';
 
 export interface Gateway {
@@ -29,6 +30,8 @@ export interface Gateway {
   readonly pulls: PullManager;
   readonly pushes: PushManager;
   readonly breakers: BreakerRegistry;
+  /** Transcoding, when an app has renditions configured. */
+  readonly transcode: TranscodeService | undefined;
   /** Stops accepting, ends every session, closes the listeners. */
   close(reason?: string): Promise<void>;
 }
@@ -86,8 +89,23 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   };
   const pulls = new PullManager(outbound, config.outbound.maxPulls);
   const pushes = new PushManager(outbound, config.push, config.outbound.maxPushesPerStream);
+  const transcoding = config.transcode.enabled && Object.keys(config.transcode.apps).length > 0;
+  // Probes the GPU once (backend auto or gpu); gpu without a device stops the start here.
+  const transcode = transcoding
+    ? await TranscodeService.start({
+        config: config.transcode,
+        registry,
+        pool,
+        log,
+        streamKeys: config.auth.streamKeys,
+        hasPlaylist: (app, name) => hls.packager(app, name)?.playlist !== undefined,
+        onRefused: () => metrics.transcodesRefused.inc(),
+        onRestarted: (reason) => metrics.transcodesRestarted.inc({ reason }),
+      })
+    : undefined;
+  metrics.transcode = transcode;
   const http = new HttpServer(metrics, log);
-  http.add(...apiRoutes(registry), ...hls.routes(), ...outboundRoutes(pulls, pushes, breakers));
+  http.add(...apiRoutes(registry, transcode ? { transcode: (s) => transcode.view(s) } : {}), ...hls.routes(), ...outboundRoutes(pulls, pushes, breakers), ...(transcode?.routes() ?? []));
   const whip = config.webrtc.enabled
     ? whipRoutes({
         registry,
@@ -109,12 +127,15 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
   const events = new EventsSocket(registry);
   http.onUpgrade((req, socket, head) => events.upgrade(req, socket, head));
 
-  const rtmpAddr = await rtmp.listen(config.rtmp.listen.port, config.rtmp.listen.host);
+  let rtmpAddr;
   let httpAddr;
   try {
+    rtmpAddr = await rtmp.listen(config.rtmp.listen.port, config.rtmp.listen.host);
     httpAddr = await http.listen(config.http.listen.port, config.http.listen.host);
   } catch (err) {
-    await Promise.all([rtmp.close('startup failed'), pushes.close('startup failed')]);
+    // Whatever started before the failure (a listener, workers, push timers) is released here.
+    events.close();
+    await Promise.all([rtmp.close('startup failed'), http.close(), pushes.close('startup failed'), whip?.close(), transcode?.close()]);
     throw err;
   }
   log.info({ rtmp: rtmpAddr, http: httpAddr }, 'listening');
@@ -130,13 +151,14 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     pulls,
     pushes,
     breakers,
+    transcode,
     close(reason = 'server shutting down') {
       closing ??= (async () => {
         // Outbound first, so that nothing reconnects while the rest closes.
         await Promise.all([pulls.close(reason), pushes.close(reason)]);
         registry.close(reason);
         events.close();
-        await Promise.all([rtmp.close(reason), whip?.close(), http.close()]);
+        await Promise.all([rtmp.close(reason), whip?.close(), http.close(), transcode?.close()]);
         hls.close();
       })();
       return closing;

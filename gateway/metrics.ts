@@ -3,6 +3,12 @@ import client from 'prom-client';
 import type { BufferPool } from '../sessions/pool.ts';
 import type { Registry as StreamRegistry } from '../sessions/registry.ts';
 
+/** What the transcode supervisor reports, while transcoding runs. */
+export interface TranscodeGaugeSource {
+  readonly activeRenditions: number;
+  readonly poolStats: { readonly size: number; readonly inUse: number; readonly deviceMemoryBytes: number };
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
   readonly bytesIn: client.Counter<'protocol'>;
@@ -14,6 +20,10 @@ export class Metrics {
   readonly outboundAttempts: client.Counter<'kind' | 'result'>;
   /** Set by the wiring: the outbound breakers, for tributary_breaker_state. */
   breakers: (() => Iterable<{ target: string; state: number }>) | undefined;
+  readonly transcodesRefused: client.Counter;
+  readonly transcodesRestarted: client.Counter<'reason'>;
+  /** Set by the transcode service when it starts. */
+  transcode: TranscodeGaugeSource | undefined;
 
   constructor(streams: StreamRegistry, pool: BufferPool) {
     const registers = [this.registry];
@@ -59,6 +69,28 @@ export class Metrics {
       name: 'tributary_sessions_total',
       help: 'Sessions ended, by how they ended',
       labelNames: ['protocol', 'result'],
+      registers,
+    });
+    const transcodeGauge = (name: string, help: string, read: (t: TranscodeGaugeSource) => number): void => {
+      const self = this;
+      new client.Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(self.transcode ? read(self.transcode) : 0);
+        },
+      });
+    };
+    transcodeGauge('tributary_transcodes_active', 'Renditions transcoding now (what transcode.maxConcurrent caps)', (t) => t.activeRenditions);
+    transcodeGauge('tributary_transcode_pool_frames', 'Decoded-frame slots of the running transcodes (fixed per transcode)', (t) => t.poolStats.size);
+    transcodeGauge('tributary_transcode_pool_frames_in_use', 'Decoded-frame slots holding a picture now', (t) => t.poolStats.inUse);
+    transcodeGauge('tributary_transcode_device_memory_bytes', 'GPU memory of the CUDA surface pools behind the frame pools (0 on the CPU backend)', (t) => t.poolStats.deviceMemoryBytes);
+    this.transcodesRefused = new client.Counter({ name: 'tributary_transcodes_refused_total', help: 'Renditions refused because transcode.maxConcurrent was reached', registers });
+    this.transcodesRestarted = new client.Counter({
+      name: 'tributary_transcodes_restarted_total',
+      help: 'Transcode workers restarted, by why (error, exit, stall)',
+      labelNames: ['reason'],
       registers,
     });
     this.framesDropped = new client.Counter({

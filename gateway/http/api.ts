@@ -29,9 +29,20 @@ export interface StreamView {
   /** Output remarks, e.g. a track an output cannot carry. */
   notes: Record<string, string>;
   tracks: TrackView[];
+  /** Transcoding: a source's renditions and their state (refusals included), or the source of a rendition. */
+  transcode?: unknown;
+}
+
+/** Extra parts of a stream's view contributed by other features. */
+export interface StreamViewExtras {
+  transcode?(s: Stream): unknown;
 }
 
 export function streamView(s: Stream): StreamView {
+  return streamViewWith(s, {});
+}
+
+export function streamViewWith(s: Stream, extras: StreamViewExtras): StreamView {
   const tracks: TrackView[] = [];
   for (const t of s.tracks.values()) {
     const stats = s.trackStats.get(t.id) ?? { frames: 0, bytes: 0 };
@@ -50,15 +61,20 @@ export function streamView(s: Stream): StreamView {
     outputs: s.outputCount,
     notes: Object.fromEntries(s.notes),
     tracks,
+    ...withDefined('transcode', extras.transcode?.(s)),
   };
 }
 
-export function apiRoutes(registry: Registry): Route[] {
+function withDefined<K extends string>(key: K, value: unknown): Partial<Record<K, unknown>> {
+  return value === undefined ? {} : ({ [key]: value } as Record<K, unknown>);
+}
+
+export function apiRoutes(registry: Registry, extras: StreamViewExtras = {}): Route[] {
   return [
     {
       method: 'GET',
       path: /^\/api\/v1\/streams\/?$/,
-      handle: (_req, res) => sendJson(res, 200, { streams: registry.list().map(streamView) }),
+      handle: (_req, res) => sendJson(res, 200, { streams: registry.list().map((s) => streamViewWith(s, extras)) }),
     },
     {
       method: 'GET',
@@ -66,7 +82,7 @@ export function apiRoutes(registry: Registry): Route[] {
       handle: (_req, res, m) => {
         const s = registry.get(decodeURIComponent(m[1]!), decodeURIComponent(m[2]!));
         if (!s) throw new HttpError(404, 'no such stream');
-        sendJson(res, 200, streamView(s));
+        sendJson(res, 200, streamViewWith(s, extras));
       },
     },
     {

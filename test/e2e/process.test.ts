@@ -56,3 +56,17 @@ test('SIGTERM with a publisher connected: stops accepting, ends the session, exi
   t.regex(r.stdout, /"msg":"stopped"/);
   await ff.done;
 });
+
+test('a port already in use: the process says so and exits 1 by itself, nothing left holding it open', async (t) => {
+  const { createServer } = await import('node:net');
+  const busy = createServer();
+  await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+  t.teardown(() => busy.close());
+  const port = (busy.address() as { port: number }).port;
+  const env = { ...process.env, TRIBUTARY_RTMP_PORT: '0', TRIBUTARY_RTMP_HOST: '127.0.0.1', TRIBUTARY_HTTP_HOST: '127.0.0.1', TRIBUTARY_HTTP_PORT: String(port) };
+  // No signal is sent: the process must exit on its own, so every listener and timer was released.
+  const r = await run('node', MAIN, { timeoutMs: 30_000, env });
+  t.is(r.code, 1);
+  t.regex(r.stdout, /"msg":"cannot start"/);
+  t.regex(r.stdout, /EADDRINUSE/);
+});
