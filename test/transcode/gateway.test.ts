@@ -14,7 +14,7 @@ import type { TranscodeView } from '../../gateway/transcode/job.ts';
 import { AUDIO_TRACK_ID, VIDEO_TRACK_ID } from '../../sessions/frame.ts';
 import type { Stream } from '../../sessions/stream.ts';
 import { launchChromium, newPage } from '../helpers/browser.ts';
-import { encodeFlv, publish, publishFile } from '../helpers/ffmpeg.ts';
+import { encodeFlv, probeCodecs, publish, publishFile } from '../helpers/ffmpeg.ts';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { run } from '../helpers/process.ts';
 import { hlsJsSource, serveStatic } from '../helpers/static-server.ts';
@@ -311,6 +311,8 @@ test.serial('Chromium publishes over WHIP (H.264 + Opus): the copy rendition rea
   t.is(res.status, 201, res.error);
   // Chrome sends keyframes rarely: the copy cuts segments only at those, the scaled rendition at least every 2 s.
   await waitFor(async () => ((await text(gw, '/hls/live/chrome_180p/index.m3u8')) ?? '').split('#EXTINF').length - 1 >= 3, { timeoutMs: 30_000, what: 'three segments of the 180p rendition' });
+  // RTMP play of the copy rendition carries the AAC too.
+  t.deepEqual((await probeCodecs(gw.rtmpUrl('live/chrome_aac'))).sort(), ['aac', 'h264']);
   const del = await fetch(gw.httpUrl(res.location!), { method: 'DELETE', headers: { authorization: 'Bearer token' } });
   t.is(del.status, 200);
   for (const r of ['aac', '180p']) {
