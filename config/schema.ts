@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { totalmem } from 'node:os';
 import { z } from 'zod';
 
 const port = z.number().int().min(0).max(65535);
@@ -99,7 +100,14 @@ export const configSchema = z
         outputQueueFrames: z.number().int().min(16).default(2000),
       })
       .prefault({}),
-    pool: z.strictObject({ maxBytes: bytes.default(2 * 1024 * 1024 * 1024) }).prefault({}),
+    pool: z
+      .strictObject({
+        /** Bytes of frames and segments held at once; by default half of this machine's memory. */
+        maxBytes: bytes.default(() => Math.floor(totalmem() / 2)),
+        /** New publishers are refused while the pool is fuller than this, so live ones keep headroom. */
+        refusePublishAbove: z.number().min(0.1).max(1).default(0.9),
+      })
+      .prefault({}),
     auth: z
       .strictObject({
         /** Per-app publish keys; an app listed here requires `?key=` (RTMP) or a Bearer token (WHIP). */

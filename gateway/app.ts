@@ -46,6 +46,10 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     maxStreams: config.streams.maxStreams,
     onConflict: config.streams.onConflict,
     authorizer: new StreamKeyAuthorizer(config.auth.streamKeys),
+    admit: () =>
+      pool.bytesInUse > pool.maxBytes * config.pool.refusePublishAbove
+        ? `frame buffer pool is over ${Math.round(config.pool.refusePublishAbove * 100)}% full (${pool.bytesInUse} of ${pool.maxBytes} bytes)`
+        : undefined,
     limits: {
       gopCacheBytes: config.streams.gopCacheBytes,
       output: {
@@ -70,7 +74,7 @@ export async function startGateway(config: Config, log: Logger): Promise<Gateway
     outChunkSize: config.rtmp.outChunkSize,
     maxConnections: config.rtmp.maxConnections,
   });
-  const hls = new HlsService(config.hls, registry, pool, log);
+  const hls = new HlsService(config.hls, registry, pool, log, (reason) => metrics.outputErrors.inc({ output: 'hls', reason }));
   const breakers = new BreakerRegistry({ ...config.outbound.backoff, failures: config.outbound.breaker.failures });
   metrics.breakers = () => breakers.list().map((b) => ({ target: b.target, state: BREAKER_STATE_VALUE[b.state] }));
   const outbound: OutboundDeps = {

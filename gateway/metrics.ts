@@ -16,6 +16,7 @@ export class Metrics {
   readonly rejectedInput: client.Counter<'protocol' | 'reason'>;
   readonly sessions: client.Counter<'protocol' | 'result'>;
   readonly framesDropped: client.Counter;
+  readonly outputErrors: client.Counter<'output' | 'reason'>;
   readonly framesOut: client.Counter<'output'>;
   readonly outboundAttempts: client.Counter<'kind' | 'result'>;
   /** Set by the wiring: the outbound breakers, for tributary_breaker_state. */
@@ -91,6 +92,12 @@ export class Metrics {
       name: 'tributary_transcodes_restarted_total',
       help: 'Transcode workers restarted, by why (error, exit, stall)',
       labelNames: ['reason'],
+      registers,
+    });
+    this.outputErrors = new client.Counter({
+      name: 'tributary_output_errors_total',
+      help: 'Times an output dropped what it was building (pool full, a muxer refusing a frame); the stream goes on',
+      labelNames: ['output', 'reason'],
       registers,
     });
     this.framesDropped = new client.Counter({

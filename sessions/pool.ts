@@ -83,7 +83,9 @@ export class BufferPool {
     this.maxBytes = opts.maxBytes;
     this.#minClass = opts.minClass ?? 256;
     this.#maxClass = opts.maxClass ?? 8 * 1024 * 1024;
-    this.#maxIdle = opts.maxIdleBytesPerClass ?? 4 * 1024 * 1024;
+    // Segment-sized slabs are freed and needed again every few seconds per stream: keeping enough of
+    // them idle avoids allocating (and collecting) hundreds of kilobytes each time.
+    this.#maxIdle = opts.maxIdleBytesPerClass ?? 32 * 1024 * 1024;
     this.#onLeak = opts.onLeak;
     this.#trackStacks = opts.trackStacks ?? false;
     this.#registry = new FinalizationRegistry((token) => {

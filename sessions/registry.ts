@@ -22,6 +22,8 @@ export interface RegistryOptions {
   onConflict: 'takeover' | 'reject';
   limits: StreamLimits;
   authorizer: PublishAuthorizer;
+  /** Says why a new stream cannot be taken now (e.g. memory), or nothing when it can. */
+  admit?: () => string | undefined;
 }
 
 interface RegistryEvents {
@@ -78,6 +80,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
       live.publisher.close(`taken over by ${publisher.protocol} publisher from ${publisher.remoteAddress}`);
     } else if (this.#streams.size >= this.#opts.maxStreams) {
       throw new PublishRefusedError('limit', `stream limit of ${this.#opts.maxStreams} reached`);
+    } else {
+      // A takeover replaces a stream; only a new one needs room.
+      const full = this.#opts.admit?.();
+      if (full !== undefined) throw new PublishRefusedError('limit', full);
     }
     const stream = new Stream(req.app, req.name, publisher, this.#opts.limits);
     this.#streams.set(key, stream);

@@ -9,7 +9,8 @@ import { writeMediaPlaylist, type Segment } from '../../codecs/m3u8.ts';
 import type { Track } from '../../codecs/track.ts';
 import type { Frame } from '../../sessions/frame.ts';
 import type { OutputQueue } from '../../sessions/output-queue.ts';
-import type { BufferPool, PooledBuffer } from '../../sessions/pool.ts';
+import { PoolExhaustedError, type BufferPool, type PooledBuffer } from '../../sessions/pool.ts';
+import { CodecError } from '../../codecs/errors.ts';
 import type { Stream } from '../../sessions/stream.ts';
 import { createSegmentWriter, type HlsFormat, type SegmentWriter } from './segments.ts';
 
@@ -18,6 +19,8 @@ export interface PackagerOptions {
   targetDurationMs: number;
   windowSegments: number;
   graceMs: number;
+  /** Told when this output had to drop what it was building (a reason for a metric). */
+  onError?: (reason: string) => void;
 }
 
 /** A store that mirrors what is served (the disk writer); errors are its own to report. */
@@ -160,13 +163,14 @@ export class HlsPackager {
   #drain(q: OutputQueue): void {
     if (q !== this.#queue) return;
     for (let ev = q.shift(); ev; ev = q.shift()) {
-      if (ev.type === 'frame') {
-        try {
-          this.#onFrame(ev.frame);
-        } finally {
-          ev.frame.data.release();
-        }
-      } else if (ev.type === 'track') this.#onTrack(ev.track);
+      try {
+        if (ev.type === 'frame') this.#onFrame(ev.frame);
+        else if (ev.type === 'track') this.#onTrack(ev.track);
+      } catch (err) {
+        this.#fail(err);
+      } finally {
+        if (ev.type === 'frame') ev.frame.data.release();
+      }
     }
     const ended = q.ended;
     if (ended !== undefined) this.#onEnd(ended);
@@ -207,7 +211,12 @@ export class HlsPackager {
       this.#openSegment(frame);
       this.#addEarlyAudio(this.#open!, frame.dts);
     } else if (boundary && frame.dts - this.#open.startDts >= this.#opts.targetDurationMs * 90) {
-      this.#closeSegment(frame.dts);
+      try {
+        this.#closeSegment(frame.dts);
+      } catch (err) {
+        // The closed segment is lost; this keyframe still starts the next one.
+        this.#fail(err);
+      }
       this.#openSegment(frame);
     }
     const open = this.#open!;
@@ -262,14 +271,17 @@ export class HlsPackager {
     this.#open = undefined;
     if (!open || open.frames === 0) return;
     const endDts = nextDts ?? open.lastDts + this.#frameDuration;
-    const sequence = this.#nextSequence++;
-    const bytes = open.writer.finish(sequence, nextDts);
+    const sequence = this.#nextSequence;
+    const pieces = open.writer.finish(sequence, nextDts);
+    // Taken before the number is used, so a segment the pool cannot hold leaves no gap in the numbering.
+    const data = this.#pool.copyOf(...pieces);
+    this.#nextSequence++;
     const name = `seg-${sequence}.${open.writer.extension}`;
     const seg: StoredSegment = {
       sequence,
       name,
       duration: Math.max(0.001, (endDts - open.startDts) / 90_000),
-      data: this.#pool.copyOf(bytes),
+      data,
       discontinuity: open.discontinuity,
       programDateTime: open.startedAt,
       initName: this.#initName,
@@ -279,7 +291,7 @@ export class HlsPackager {
     // counted in DISCONTINUITY-SEQUENCE.
     if (this.#segments[this.#segments.length - this.#opts.windowSegments - 1]?.discontinuity) this.#discontinuitySequence++;
     this.#maxDuration = Math.max(this.#maxDuration, seg.duration);
-    this.#sink?.segment(name, bytes);
+    this.#sink?.segment(name, data.bytes);
     while (this.#segments.length > this.#opts.windowSegments + EXTRA_KEPT) {
       const old = this.#segments.shift()!;
       old.data.release();
@@ -290,7 +302,12 @@ export class HlsPackager {
   }
 
   #onEnd(reason: string): void {
-    this.#closeSegment(undefined);
+    // Runs from Stream.end(), which socket close handlers call: nothing may escape from here.
+    try {
+      this.#closeSegment(undefined);
+    } catch (err) {
+      this.#fail(err);
+    }
     this.#resetWriter();
     this.#detach();
     this.#ended = true;
@@ -325,6 +342,19 @@ export class HlsPackager {
     });
     this.#playlist = text;
     this.#sink?.playlist(text);
+  }
+
+  /**
+   * Something this output could not do (the pool is full, a muxer refused a frame): the segment
+   * being built is dropped and the next one starts after a discontinuity. The publisher and other
+   * outputs never see the error.
+   */
+  #fail(err: unknown): void {
+    const reason = err instanceof PoolExhaustedError ? 'pool_exhausted' : err instanceof CodecError ? `codec_${err.format}` : 'internal';
+    this.#opts.onError?.(reason);
+    this.#warnOnce(`error-${reason}`, `HLS output dropped its current segment: ${(err as Error).message}`);
+    this.#resetWriter();
+    this.#pendingDiscontinuity = true;
   }
 
   #warnOnce(key: string, msg: string): void {

@@ -15,8 +15,11 @@ export interface SegmentWriter {
   /** The init segment (fMP4 only). */
   readonly init: Buffer | undefined;
   add(frame: Frame): void;
-  /** The bytes of the segment so far, and a fresh start for the next one. `nextDts` ends the last sample. */
-  finish(sequence: number, nextDts: number | undefined): Buffer;
+  /**
+   * The bytes of the segment so far, as pieces laid end to end (the caller copies them once into
+   * the pool), and a fresh start for the next one. `nextDts` ends the last sample.
+   */
+  finish(sequence: number, nextDts: number | undefined): Buffer[];
   /** Releases anything held (frames not yet written). */
   dispose(): void;
 }
@@ -40,8 +43,8 @@ class TsWriter implements SegmentWriter {
     this.#chunks.push(this.#mux.mux(sampleOf(frame)));
   }
 
-  finish(): Buffer {
-    const out = Buffer.concat(this.#chunks);
+  finish(): Buffer[] {
+    const out = this.#chunks;
     this.#chunks = [];
     return out;
   }
@@ -94,7 +97,7 @@ class Fmp4Writer implements SegmentWriter {
     list.push(frame);
   }
 
-  finish(sequence: number, nextDts: number | undefined): Buffer {
+  finish(sequence: number, nextDts: number | undefined): Buffer[] {
     const parts = [];
     for (const track of this.#tracks) {
       const frames = this.#frames.get(track.id);
@@ -104,7 +107,7 @@ class Fmp4Writer implements SegmentWriter {
       parts.push(part);
     }
     try {
-      return parts.length ? mediaSegment(sequence, parts) : Buffer.alloc(0);
+      return parts.length ? [mediaSegment(sequence, parts)] : [];
     } finally {
       this.dispose();
     }

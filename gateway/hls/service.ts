@@ -35,8 +35,11 @@ export class HlsService {
   readonly #pool: BufferPool;
   readonly #log: Logger;
 
-  constructor(config: Config['hls'], registry: Registry, pool: BufferPool, log: Logger) {
+  readonly #onError: (reason: string) => void;
+
+  constructor(config: Config['hls'], registry: Registry, pool: BufferPool, log: Logger, onError: (reason: string) => void = () => {}) {
     this.#config = config;
+    this.#onError = onError;
     this.#pool = pool;
     this.#log = log;
     if (config.enabled) registry.on('publish', (s) => this.#onPublish(s));
@@ -58,7 +61,13 @@ export class HlsService {
       const key = stream.key;
       const created: HlsPackager = new HlsPackager(
         key,
-        { format, targetDurationMs: this.#config.targetDurationMs, windowSegments: this.#config.windowSegments, graceMs: this.#config.graceMs },
+        {
+          format,
+          targetDurationMs: this.#config.targetDurationMs,
+          windowSegments: this.#config.windowSegments,
+          graceMs: this.#config.graceMs,
+          onError: this.#onError,
+        },
         this.#pool,
         this.#log,
         () => {

@@ -58,3 +58,38 @@ for (const format of ['ts', 'fmp4'] as const) {
     t.is(pool.bytesInUse, 0);
   });
 }
+
+test('when segments cannot be stored (pool full) the output drops them and says so; the publisher never sees the error', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'trib-full-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const flv = join(dir, 'src.flv');
+  await encodeFlv(flv, { seconds: 3, width: 160, height: 120, fps: 30, gop: 30 });
+  const frames = new BufferPool({ maxBytes: 64 << 20 });
+  // The packager's own pool is too small for any segment.
+  const segments = new BufferPool({ maxBytes: 1024 });
+  const registry = new Registry({ maxStreams: 1, onConflict: 'takeover', authorizer: allowAll, limits: { gopCacheBytes: 8 << 20, output: { maxBytes: 8 << 20, maxFrames: 1000 } } });
+  const errors: string[] = [];
+  const packager = new HlsPackager('live/full', { format: 'ts', targetDurationMs: 500, windowSegments: 6, graceMs: 60_000, onError: (r) => errors.push(r) }, segments, pino({ level: 'silent' }), () => {});
+  const stream = await registry.publish({ app: 'live', name: 'full', protocol: 'test', remoteAddress: 'here' }, { protocol: 'test', remoteAddress: 'here', close: () => {} });
+  packager.attach(stream);
+  const ingest = new RtmpIngest(stream, frames);
+  let sent = 0;
+  let keyframes = 0;
+  for (const tag of readFlvFile(readFileSync(flv))) {
+    if (tag.type === FlvTagType.Video) {
+      ingest.video(tag.body, tag.timestamp);
+      if (tag.body[1] === 1) sent++;
+      if (tag.body[1] === 1 && tag.body[0]! >> 4 === 1) keyframes++;
+    } else if (tag.type === FlvTagType.Audio) ingest.audio(tag.body, tag.timestamp);
+  }
+  t.is(stream.trackStats.get(1)?.frames, sent, 'every frame reached the stream');
+  // Every cut (at each keyframe after the first) lost its segment, and each cut still opened the next.
+  t.is(keyframes, 3);
+  t.deepEqual(errors, ['pool_exhausted', 'pool_exhausted']);
+  t.is(packager.playlist, undefined);
+  stream.end('unpublished');
+  t.deepEqual(errors, ['pool_exhausted', 'pool_exhausted', 'pool_exhausted'], 'the last segment, at the end, too');
+  packager.close();
+  t.is(frames.bytesInUse, 0);
+  t.is(segments.bytesInUse, 0);
+});

@@ -182,3 +182,25 @@ test('close() ends every stream, closes publishers, and refuses new ones', async
   await refused(t, inFlight, 'shutdown');
   t.is(reg.size, 0);
 });
+
+test('admit: a new stream is refused with "limit" and the reason while admit objects; a takeover is still allowed', async (t) => {
+  let full: string | undefined = 'frame buffer pool is over 90% full';
+  const registry = new Registry({
+    maxStreams: 10,
+    onConflict: 'takeover',
+    authorizer: allowAll,
+    limits: { gopCacheBytes: 1 << 20, output: { maxBytes: 1 << 20, maxFrames: 100 } },
+    admit: () => full,
+  });
+  const req = { app: 'live', name: 'a', protocol: 'test', remoteAddress: 'x' };
+  const pub = { protocol: 'test', remoteAddress: 'x', close: () => {} };
+  const err = await t.throwsAsync(registry.publish(req, pub), { instanceOf: PublishRefusedError });
+  t.is(err!.code, 'limit');
+  t.regex(err!.message, /90% full/);
+  full = undefined;
+  const first = await registry.publish(req, pub);
+  full = 'still full';
+  const second = await registry.publish(req, pub);
+  t.is(first.ended, 'takeover');
+  t.is(registry.get('live', 'a'), second);
+});
