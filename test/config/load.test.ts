@@ -1,6 +1,6 @@
 import test from 'ava';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, buildConfig, configPathFrom, loadConfig } from '../../config/load.ts';
 
@@ -21,7 +21,8 @@ test('defaults with no file at all', (t) => {
   t.deepEqual(c.deadlines, { handshakeMs: 5000, idleMs: 10_000, writeStallMs: 10_000 });
   t.is(c.streams.onConflict, 'takeover');
   t.is(c.streams.maxStreams, 1000);
-  t.is(c.pool.maxBytes, 2 * 1024 * 1024 * 1024);
+  t.is(c.pool.maxBytes, Math.floor(totalmem() / 2), 'half of this machine by default');
+  t.is(c.pool.refusePublishAbove, 0.9);
   t.deepEqual(c.auth.streamKeys, {});
   t.is(c.shutdown.graceMs, 5000);
   t.deepEqual(buildConfig({}), c, 'an empty file is the defaults');
