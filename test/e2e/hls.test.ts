@@ -4,12 +4,11 @@ import { tmpdir } from 'node:os';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { parseMediaPlaylist } from '../../codecs/m3u8.ts';
-import { launchChromium, newPage } from '../helpers/browser.ts';
 import { countPackets, encodeFlv, publish, publishFile } from '../helpers/ffmpeg.ts';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { run } from '../helpers/process.ts';
-import { hlsJsSource, serveStatic } from '../helpers/static-server.ts';
 import { waitFor } from '../helpers/wait.ts';
+import { playWithHlsJs } from '../helpers/hls-player.ts';
 
 const HLS_CONFIG = {
   hls: { format: 'ts' as const, apps: { cmaf: { format: 'fmp4' as const } }, windowSegments: 30, graceMs: 60_000 },
@@ -152,49 +151,7 @@ for (const [app, format] of [['live', 'ts'], ['cmaf', 'fmp4']] as const) {
       timeoutMs: 20_000,
       what: 'three segments',
     });
-    const site = await serveStatic({
-      '/hls.js': { type: 'text/javascript', body: hlsJsSource() },
-      '/': { type: 'text/html', body: '<!doctype html><video id="v" muted playsinline></video><script src="/hls.js"></script>' },
-    });
-    t.teardown(() => site.close());
-    const browser = await launchChromium();
-    t.teardown(() => browser.close());
-    const page = await newPage(browser);
-    await page.goto(site.url + '/');
-    const src = gw.httpUrl(`/hls/${app}/play/index.m3u8`);
-    const result = await page.evaluate(async (url) => {
-      const w = window as unknown as { Hls: { new (c?: object): { loadSource(u: string): void; attachMedia(v: HTMLVideoElement): void; on(e: string, f: (ev: string, d: { fatal: boolean; details: string }) => void): void; destroy(): void }; Events: { ERROR: string } } };
-      const video = document.getElementById('v') as HTMLVideoElement;
-      const hls = new w.Hls({ liveSyncDurationCount: 2 });
-      const errors: string[] = [];
-      hls.on(w.Hls.Events.ERROR, (_e, d) => errors.push(`${d.fatal ? 'fatal ' : ''}${d.details}`));
-      let waiting = 0;
-      hls.loadSource(url);
-      hls.attachMedia(video);
-      await new Promise<void>((resolve, reject) => {
-        const deadline = setTimeout(() => reject(new Error(`no playback start: ${errors.join(',')}`)), 20_000);
-        video.addEventListener('playing', () => {
-          clearTimeout(deadline);
-          resolve();
-        }, { once: true });
-        void video.play().catch(() => undefined);
-      });
-      video.addEventListener('waiting', () => waiting++);
-      const start = video.currentTime;
-      await new Promise<void>((resolve, reject) => {
-        const deadline = setTimeout(() => reject(new Error(`currentTime stuck at ${video.currentTime}`)), 15_000);
-        const tick = (): void => {
-          if (video.currentTime - start >= 5) {
-            clearTimeout(deadline);
-            resolve();
-          } else requestAnimationFrame(tick);
-        };
-        tick();
-      });
-      const advanced = video.currentTime - start;
-      hls.destroy();
-      return { advanced, waiting, errors };
-    }, src);
+    const result = await playWithHlsJs(t, gw.httpUrl(`/hls/${app}/play/index.m3u8`), 5);
     t.true(result.advanced >= 5);
     t.is(result.waiting, 0);
     t.deepEqual(result.errors.filter((e) => e.startsWith('fatal') || e.includes('Stalled')), []);

@@ -17,10 +17,10 @@ import { launchChromium, newPage } from '../helpers/browser.ts';
 import { encodeFlv, probeCodecs, publish, publishFile } from '../helpers/ffmpeg.ts';
 import { startTestGateway, type TestGateway } from '../helpers/gateway.ts';
 import { run } from '../helpers/process.ts';
-import { hlsJsSource, serveStatic } from '../helpers/static-server.ts';
 import { waitFor } from '../helpers/wait.ts';
 import { publish as whipPublish } from '../helpers/whip-page.ts';
 import { decodeErrors, flvMedia, oggOpus, probeFrames } from './media.ts';
+import { playWithHlsJs } from '../helpers/hls-player.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'trib-transcode-'));
 test.after.always(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,60 +45,6 @@ async function text(gw: TestGateway, path: string): Promise<string | undefined> 
 
 async function streamJson(gw: TestGateway, key: string): Promise<{ transcode?: TranscodeView & { renditionOf?: string } } & Record<string, unknown>> {
   return (await (await fetch(gw.httpUrl(`/api/v1/streams/${key}`))).json()) as { transcode?: TranscodeView } & Record<string, unknown>;
-}
-
-/** Plays `url` with hls.js in headless Chromium until currentTime has advanced `seconds`. */
-async function playWithHlsJs(t: { teardown(f: () => unknown): void }, url: string, seconds: number): Promise<{ advanced: number; waiting: number; errors: string[]; levels: number; height: number }> {
-  const site = await serveStatic({
-    '/hls.js': { type: 'text/javascript', body: hlsJsSource() },
-    '/': { type: 'text/html', body: '<!doctype html><video id="v" muted playsinline></video><script src="/hls.js"></script>' },
-  });
-  t.teardown(() => site.close());
-  const browser = await launchChromium();
-  t.teardown(() => browser.close());
-  const page = await newPage(browser);
-  await page.goto(site.url + '/');
-  return page.evaluate(
-    async ({ url, seconds }) => {
-      const w = window as unknown as {
-        Hls: {
-          new (c?: object): { levels: unknown[]; loadSource(u: string): void; attachMedia(v: HTMLVideoElement): void; on(e: string, f: (ev: string, d: { fatal: boolean; details: string }) => void): void; destroy(): void };
-          Events: { ERROR: string };
-        };
-      };
-      const video = document.getElementById('v') as HTMLVideoElement;
-      const hls = new w.Hls({ liveSyncDurationCount: 2 });
-      const errors: string[] = [];
-      hls.on(w.Hls.Events.ERROR, (_e, d) => errors.push(`${d.fatal ? 'fatal ' : ''}${d.details}`));
-      let waiting = 0;
-      hls.loadSource(url);
-      hls.attachMedia(video);
-      await new Promise<void>((resolve, reject) => {
-        const deadline = setTimeout(() => reject(new Error(`no playback start: ${errors.join(',')}`)), 20_000);
-        video.addEventListener('playing', () => {
-          clearTimeout(deadline);
-          resolve();
-        }, { once: true });
-        void video.play().catch(() => undefined);
-      });
-      video.addEventListener('waiting', () => waiting++);
-      const start = video.currentTime;
-      await new Promise<void>((resolve, reject) => {
-        const deadline = setTimeout(() => reject(new Error(`currentTime stuck at ${video.currentTime}`)), 20_000);
-        const tick = (): void => {
-          if (video.currentTime - start >= seconds) {
-            clearTimeout(deadline);
-            resolve();
-          } else requestAnimationFrame(tick);
-        };
-        tick();
-      });
-      const result = { advanced: video.currentTime - start, waiting, errors, levels: hls.levels.length, height: video.videoHeight };
-      hls.destroy();
-      return result;
-    },
-    { url, seconds },
-  );
 }
 
 test.serial('RTMP 720p with a two-rung ladder: master playlist of two variants, each decodable at its size, hls.js plays it; pool back to 0 and workers gone after the end', async (t) => {
