@@ -78,7 +78,8 @@ export class RtmpIngest {
     }
     if (payload.length === 0) return;
     const data = toLengthSize4(payload, this.#nalLengthSize);
-    this.#inBandParameterSets(data);
+    // Parameter sets come with keyframes; scanning every frame would walk each one's NAL units.
+    if (h.frameType === 1 || !this.#videoReady) this.#inBandParameterSets(data);
     if (!this.#videoReady) return;
     const dts = rtmpMsTo90k(this.#videoTime.unwrap(timestampMs));
     const pts = dts + rtmpMsTo90k(h.compositionTime);
