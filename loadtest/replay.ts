@@ -7,6 +7,7 @@ import { encodeAmf0 } from '../codecs/amf0.ts';
 import { FlvTagType, parseAudioTag, parseVideoTag, readFlvFile } from '../codecs/flv.ts';
 import { MessageType, encodeMessage, type RtmpMessage } from '../codecs/rtmp/chunks.ts';
 import { Csid } from '../codecs/rtmp/messages.ts';
+import { TickFeed } from './tick-feed.ts';
 
 export interface ClipTag {
   type: FlvTagType.Audio | FlvTagType.Video;
@@ -158,55 +159,23 @@ export interface FeedOptions {
  * The shared clock: one timer for every publisher. Each tick encodes the due tags once per message
  * stream id in use (all servers here answer 1) and hands the same buffer to every subscriber.
  */
-export class RtmpFeed {
+export class RtmpFeed extends TickFeed<FeedSubscriber> {
   readonly clip: FlvClip;
-  readonly tickMs: number;
   readonly chunkSize: number;
   readonly #schedule: LoopSchedule;
-  readonly #subs = new Set<FeedSubscriber>();
-  readonly #maxMs: number;
-  #t0 = 0;
-  #timer: NodeJS.Timeout | undefined;
-  #stopped = false;
-  /** Ticks run, bytes produced per subscriber, encode time: for the report. */
-  ticks = 0;
+  /** Bytes produced per subscriber and late ticks: for the report. */
   bytesPerSubscriber = 0;
   lateTicks = 0;
 
   constructor(clip: FlvClip, opts: FeedOptions) {
+    super(opts.tickMs ?? 100, opts.maxMs);
     this.clip = clip;
-    this.tickMs = opts.tickMs ?? 100;
     this.chunkSize = opts.chunkSize ?? 4096;
-    this.#maxMs = opts.maxMs;
     this.#schedule = new LoopSchedule(clip);
-  }
-
-  /** Media time now, in ms since start. */
-  now(): number {
-    return this.#t0 === 0 ? 0 : performance.now() - this.#t0;
   }
 
   get loops(): number {
     return this.#schedule.loops;
-  }
-
-  start(): void {
-    if (this.#t0 !== 0 || this.#stopped) return;
-    this.#t0 = performance.now();
-    this.#arm();
-  }
-
-  stop(): void {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-  }
-
-  subscribe(s: FeedSubscriber): void {
-    this.#subs.add(s);
-  }
-
-  unsubscribe(s: FeedSubscriber): void {
-    this.#subs.delete(s);
   }
 
   /** What a publisher sends once before joining at a keyframe: metadata and decoder configs. */
@@ -219,21 +188,12 @@ export class RtmpFeed {
     return Buffer.concat(parts);
   }
 
-  #arm(): void {
-    if (this.#stopped) return;
-    const next = this.#t0 + (this.ticks + 1) * this.tickMs;
-    this.#timer = setTimeout(() => this.#tick(), Math.max(0, next - performance.now()));
-  }
-
-  #tick(): void {
-    const elapsed = performance.now() - this.#t0;
-    if (elapsed >= this.#maxMs) return this.stop();
-    this.ticks++;
+  protected override onTick(elapsed: number): void {
     if (elapsed > this.ticks * this.tickMs + this.tickMs) this.lateTicks++;
     const due = this.#schedule.take(elapsed);
     if (due.length > 0) {
       const byStream = new Map<number, FeedChunk>();
-      for (const s of this.#subs) {
+      for (const s of this.subs) {
         let chunk = byStream.get(s.streamId);
         if (!chunk) {
           chunk = encodeDue(due, s.streamId, this.chunkSize);
@@ -243,7 +203,6 @@ export class RtmpFeed {
         s.onTick(chunk);
       }
     }
-    this.#arm();
   }
 }
 

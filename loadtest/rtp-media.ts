@@ -5,6 +5,7 @@
  * H.264 is packetized as RFC 6184 mode 1 (single NAL units and FU-A), Opus as RFC 7587.
  */
 import { splitAnnexB } from '../codecs/h264.ts';
+import { TickFeed } from './tick-feed.ts';
 
 export const RTP_MTU_PAYLOAD = 1200;
 
@@ -163,52 +164,19 @@ export interface RtpSubscriber {
 }
 
 /** One clock for every WHIP sender: each tick the due packets are serialized once and shared. */
-export class RtpFeed {
+export class RtpFeed extends TickFeed<RtpSubscriber> {
   readonly clip: RtpClip;
-  readonly tickMs: number;
-  readonly #subs = new Set<RtpSubscriber>();
-  readonly #maxMs: number;
-  #t0 = 0;
-  #timer: NodeJS.Timeout | undefined;
-  #stopped = false;
   #vi = 0;
   #ai = 0;
   #vloop = 0;
   #aloop = 0;
   #vseq = 0;
   #aseq = 0;
-  ticks = 0;
   packetsPerSubscriber = 0;
 
   constructor(clip: RtpClip, opts: { tickMs?: number; maxMs: number }) {
+    super(opts.tickMs ?? 20, opts.maxMs);
     this.clip = clip;
-    this.tickMs = opts.tickMs ?? 20;
-    this.#maxMs = opts.maxMs;
-  }
-
-  start(): void {
-    if (this.#t0 !== 0 || this.#stopped) return;
-    this.#t0 = performance.now();
-    this.#arm();
-  }
-
-  stop(): void {
-    this.#stopped = true;
-    clearTimeout(this.#timer);
-  }
-
-  subscribe(s: RtpSubscriber): void {
-    this.#subs.add(s);
-  }
-
-  unsubscribe(s: RtpSubscriber): void {
-    this.#subs.delete(s);
-  }
-
-  #arm(): void {
-    if (this.#stopped) return;
-    const next = this.#t0 + (this.ticks + 1) * this.tickMs;
-    this.#timer = setTimeout(() => this.#tick(), Math.max(0, next - performance.now()));
   }
 
   /** The packets due up to `untilMs` of media time (also used by tests without a timer). */
@@ -239,15 +207,11 @@ export class RtpFeed {
     return tick;
   }
 
-  #tick(): void {
-    const elapsed = performance.now() - this.#t0;
-    if (elapsed >= this.#maxMs) return this.stop();
-    this.ticks++;
+  protected override onTick(elapsed: number): void {
     const tick = this.take(elapsed);
     if (tick.video.length + tick.audio.length > 0) {
       this.packetsPerSubscriber += tick.video.length + tick.audio.length;
-      for (const s of this.#subs) s.onTick(tick);
+      for (const s of this.subs) s.onTick(tick);
     }
-    this.#arm();
   }
 }
