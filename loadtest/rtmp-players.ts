@@ -4,6 +4,7 @@
  */
 import { MessageType, type RtmpMessage } from '../codecs/rtmp/chunks.ts';
 import { RtmpClient, parseRtmpUrl, type RtmpTarget } from './rtmp-client.ts';
+import { ramp } from './ramp.ts';
 
 export interface PlayerStats {
   name: string;
@@ -134,17 +135,7 @@ export class RtmpPlayers {
       const now = performance.now();
       for (const p of this.#players) p.check(now, this.#opts.stallMs ?? 2000);
     }, 500);
-    const n = this.#players.length;
-    const gap = n > 1 ? this.#opts.rampMs / (n - 1) : 0;
-    const t0 = performance.now();
-    const attempts: Promise<void>[] = [];
-    for (let i = 0; i < n; i++) {
-      if (this.#opts.signal?.aborted) break;
-      const wait = t0 + i * gap - performance.now();
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      attempts.push(this.#players[i]!.connect(this.#opts.connectTimeoutMs ?? 10_000));
-    }
-    await Promise.all(attempts);
+    await ramp(this.#players, this.#opts.rampMs, (p) => p.connect(this.#opts.connectTimeoutMs ?? 10_000), this.#opts.signal);
   }
 
   stats(): PlayerStats[] {

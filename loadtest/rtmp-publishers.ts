@@ -6,6 +6,7 @@
  */
 import { RtmpClient, parseRtmpUrl, type RtmpTarget } from './rtmp-client.ts';
 import type { FeedChunk, FeedSubscriber, RtmpFeed } from './replay.ts';
+import { ramp } from './ramp.ts';
 
 export type PublisherState = 'connecting' | 'waiting-keyframe' | 'live' | 'failed' | 'closed';
 
@@ -153,17 +154,7 @@ export class RtmpPublishers {
 
   /** Connects everyone, ramped; resolves when every attempt has finished (live or failed). */
   async start(): Promise<void> {
-    const n = this.#pubs.length;
-    const gap = n > 1 ? this.#opts.rampMs / (n - 1) : 0;
-    const t0 = performance.now();
-    const attempts: Promise<void>[] = [];
-    for (let i = 0; i < n; i++) {
-      if (this.#opts.signal?.aborted) break;
-      const wait = t0 + i * gap - performance.now();
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      attempts.push(this.#pubs[i]!.connect(this.#opts.connectTimeoutMs ?? 10_000));
-    }
-    await Promise.all(attempts);
+    await ramp(this.#pubs, this.#opts.rampMs, (p) => p.connect(this.#opts.connectTimeoutMs ?? 10_000), this.#opts.signal);
   }
 
   counts(): Record<PublisherState, number> {

@@ -6,6 +6,7 @@
  */
 import { MediaStreamTrack, RTCPeerConnection, RTCRtpCodecParameters, type RTCPeerConnectionConfig } from 'werift';
 import type { RtpFeed, RtpSubscriber, RtpTick } from './rtp-media.ts';
+import { ramp } from './ramp.ts';
 
 /**
  * werift on loopback: no STUN, loopback addresses not skipped (TESTING.md), and only loopback candidate
@@ -204,17 +205,7 @@ export class WhipPublishers {
   }
 
   async start(): Promise<void> {
-    const n = this.#pubs.length;
-    const gap = n > 1 ? this.#opts.rampMs / (n - 1) : 0;
-    const t0 = performance.now();
-    const attempts: Promise<void>[] = [];
-    for (let i = 0; i < n; i++) {
-      if (this.#opts.signal?.aborted) break;
-      const wait = t0 + i * gap - performance.now();
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      attempts.push(this.#pubs[i]!.p.connect());
-    }
-    await Promise.all(attempts);
+    await ramp(this.#pubs, this.#opts.rampMs, (x) => x.p.connect(), this.#opts.signal);
   }
 
   counts(): Record<WhipState, number> {
